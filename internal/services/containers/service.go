@@ -134,4 +134,3 @@ func fromProto(c *api.Container) metadata.Container {
 		Sandbox:     c.GetSandbox(),
 	}
 }
-
