@@ -87,8 +87,13 @@ func (s *Service) Delete(ctx context.Context, req *api.DeleteNamespaceRequest) (
 	return &emptypb.Empty{}, nil
 }
 
-// publish announces a committed change in the namespace it concerns. A
-// failure to publish does not undo the change and is not the client's error.
+// publish announces a committed change. Like containerd, the envelope
+// carries the caller's namespace; a caller that sent none gets the name of
+// the namespace concerned. A failure to publish does not undo the change and
+// is not the client's error.
 func (s *Service) publish(ctx context.Context, ns, topic string, ev any) {
-	_ = s.publisher.Publish(namespaces.WithNamespace(ctx, ns), topic, ev)
+	if _, ok := namespaces.Namespace(ctx); !ok {
+		ctx = namespaces.WithNamespace(ctx, ns)
+	}
+	_ = s.publisher.Publish(ctx, topic, ev)
 }
