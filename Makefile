@@ -1,0 +1,39 @@
+# berth: build, run and test. `make demo` and `make test` are the README's
+# two commands; both install what they need first (scripts/setup.sh).
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/berth-dev/berth/internal/version.Revision=$(VERSION)
+
+.PHONY: all build setup demo test unit fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+
+setup:
+	./scripts/setup.sh
+
+# The main job: build, start berthd on its built-in defaults, use it.
+demo: setup build
+	./scripts/demo.sh
+
+# Every test: unit, end-to-end (Debian's ctr and our CLI against a real
+# berthd), crash and bad-input tests. Benchmarks are not part of it.
+test: setup build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+unit: build
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+
+# A short run of every fuzz target (not part of `make test`).
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg 2>/dev/null | grep ^Fuzz); do \
+	    echo "== $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin
