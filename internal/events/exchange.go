@@ -4,9 +4,10 @@
 //
 // Invariants:
 //   - Publish and Forward never block on a subscriber: each subscriber has its
-//     own queue, drained by its own goroutine; a subscriber that falls more
-//     than MaxQueued events behind is cut off with ResourceExhausted instead of
-//     slowing anyone else down or growing without bound;
+//     own queue, drained by its own goroutine; a subscriber whose queue holds
+//     MaxQueued events (besides the batch it is delivering, so at most about
+//     2*MaxQueued in all) is cut off with ResourceExhausted instead of slowing
+//     anyone else down or growing without bound;
 //   - every envelope carries a valid namespace and a topic of the form
 //     /a/b/..., checked before it is dispatched;
 //   - events reach each subscriber in the order they were published.
