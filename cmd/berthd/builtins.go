@@ -6,11 +6,14 @@ import (
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/metadata"
 	"github.com/berth-dev/berth/internal/plugin"
+	"github.com/berth-dev/berth/internal/runtime"
 	containerssvc "github.com/berth-dev/berth/internal/services/containers"
 	eventssvc "github.com/berth-dev/berth/internal/services/events"
 	"github.com/berth-dev/berth/internal/services/introspection"
 	namespacessvc "github.com/berth-dev/berth/internal/services/namespaces"
+	taskssvc "github.com/berth-dev/berth/internal/services/tasks"
 	versionsvc "github.com/berth-dev/berth/internal/services/version"
+	"github.com/containerd/platforms"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -75,6 +78,41 @@ func builtins() []*plugin.Registration {
 		{
 			Type: plugin.GRPCPlugin, ID: "healthcheck",
 			InitFn: func(*plugin.InitContext) (any, error) { return healthService{health.NewServer()}, nil },
+		},
+		{
+			Type: plugin.RuntimePluginV2, ID: "task",
+			Requires: []plugin.Type{plugin.EventPlugin},
+			Config:   runtime.DefaultConfig(),
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				ex, err := plugin.Get[*events.Exchange](ic, plugin.EventPlugin, "exchange")
+				if err != nil {
+					return nil, err
+				}
+				ic.Meta.Platforms = append(ic.Meta.Platforms, platforms.DefaultSpec())
+				m, err := runtime.New(runtime.Options{
+					Root: ic.Root, State: ic.State, Address: ic.Env.GRPCAddress, TTRPCAddress: ic.Env.TTRPCAddress,
+					Debug: ic.Env.Debug, Config: ic.Config.(*runtime.Config), Publisher: ex,
+				})
+				if err != nil {
+					return nil, err
+				}
+				return m, m.Load(ic.Context)
+			},
+		},
+		{
+			Type: plugin.GRPCPlugin, ID: "tasks",
+			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.RuntimePluginV2},
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				db, err := plugin.Get[*metadata.DB](ic, plugin.MetadataPlugin, "bolt")
+				if err != nil {
+					return nil, err
+				}
+				rt, err := plugin.Get[*runtime.Manager](ic, plugin.RuntimePluginV2, "task")
+				if err != nil {
+					return nil, err
+				}
+				return taskssvc.New(db.Containers(), rt), nil
+			},
 		},
 		{
 			Type: plugin.GRPCPlugin, ID: "introspection",

@@ -76,7 +76,11 @@ func run() error {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	set, err := plugin.Init(ctx, builtins(), cfg.Root, cfg.State, cfg.Decode, cfg.Disabled())
+	env := plugin.Env{
+		Root: cfg.Root, State: cfg.State, GRPCAddress: cfg.GRPC.Address, TTRPCAddress: cfg.TTRPCAddress(),
+		Debug: cfg.Debug.Level == "debug" || cfg.Debug.Level == "trace",
+	}
+	set, err := plugin.Init(ctx, builtins(), env, cfg.Decode, cfg.Disabled())
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sort"
 
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -70,9 +69,18 @@ type Meta struct {
 	Capabilities []string
 }
 
+// Env is what every plugin may know of the daemon around it.
+type Env struct {
+	Root, State  string // the daemon's directories
+	GRPCAddress  string // the daemon's sockets
+	TTRPCAddress string
+	Debug        bool // debug or trace logging
+}
+
 // InitContext is handed to an init function.
 type InitContext struct {
 	Context context.Context
+	Env     Env
 	// Root and State are the plugin's own directories, <root>/<type>.<id>
 	// and <state>/<type>.<id>; they are created on first use by the plugin.
 	Root, State string
@@ -142,7 +150,7 @@ func All[T any](s *Set, typ Type) map[string]T {
 // Config from the daemon config; disabled lists URIs not to load at all.
 // Only a broken registry (a cycle, a duplicate) is an error here; failing
 // plugins are recorded in the Set.
-func Init(ctx context.Context, regs []*Registration, root, state string, decode func(uri string, into any) error, disabled map[string]bool) (*Set, error) {
+func Init(ctx context.Context, regs []*Registration, env Env, decode func(uri string, into any) error, disabled map[string]bool) (*Set, error) {
 	ordered, err := sortRegistrations(regs)
 	if err != nil {
 		return nil, err
@@ -167,8 +175,9 @@ func Init(ctx context.Context, regs []*Registration, root, state string, decode 
 		}
 		ic := &InitContext{
 			Context: ctx,
-			Root:    filepath.Join(root, r.URI()),
-			State:   filepath.Join(state, r.URI()),
+			Env:     env,
+			Root:    filepath.Join(env.Root, r.URI()),
+			State:   filepath.Join(env.State, r.URI()),
 			Config:  r.Config,
 			Meta:    &p.Meta,
 			set:     s,
@@ -288,14 +297,4 @@ func contains(ts []Type, t Type) bool {
 // IsSkipped tells whether err marks a skipped plugin rather than a failed one.
 func IsSkipped(err error) bool {
 	return err != nil && (errors.Is(err, ErrSkip) || len(err.Error()) >= len(skipMessagePrefix) && err.Error()[:len(skipMessagePrefix)] == skipMessagePrefix)
-}
-
-// SortedIDs is a helper for stable output of All.
-func SortedIDs[T any](m map[string]T) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }

@@ -27,7 +27,7 @@ func TestInitOrderAndIsolation(t *testing.T) {
 		reg(EventPlugin, "exchange", nil, track("exchange", nil)),
 		reg(InternalPlugin, "panics", nil, func(*InitContext) (any, error) { panic("boom") }),
 	}
-	set, err := Init(context.Background(), regs, t.TempDir(), t.TempDir(), nil, map[string]bool{})
+	set, err := Init(context.Background(), regs, Env{Root: t.TempDir(), State: t.TempDir()}, nil, map[string]bool{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,15 +63,15 @@ func TestInitOrderAndIsolation(t *testing.T) {
 
 func TestDisabledAndDuplicates(t *testing.T) {
 	regs := []*Registration{reg(EventPlugin, "exchange", nil, nil), reg(GRPCPlugin, "x", nil, nil)}
-	set, err := Init(context.Background(), regs, "/r", "/s", nil, map[string]bool{"io.containerd.grpc.v1.x": true})
+	set, err := Init(context.Background(), regs, Env{Root: "/r", State: "/s"}, nil, map[string]bool{"io.containerd.grpc.v1.x": true})
 	if err != nil || len(set.All()) != 1 {
 		t.Fatalf("disabled plugin listed: %v %v", err, set)
 	}
-	if _, err := Init(context.Background(), append(regs, reg(EventPlugin, "exchange", nil, nil)), "/r", "/s", nil, nil); err == nil {
+	if _, err := Init(context.Background(), append(regs, reg(EventPlugin, "exchange", nil, nil)), Env{Root: "/r", State: "/s"}, nil, nil); err == nil {
 		t.Fatal("duplicate registration accepted")
 	}
 	cyc := []*Registration{reg(EventPlugin, "a", []Type{GRPCPlugin}, nil), reg(GRPCPlugin, "b", []Type{EventPlugin}, nil)}
-	if _, err := Init(context.Background(), cyc, "/r", "/s", nil, nil); err == nil {
+	if _, err := Init(context.Background(), cyc, Env{Root: "/r", State: "/s"}, nil, nil); err == nil {
 		t.Fatal("cycle accepted")
 	}
 }
@@ -89,7 +89,7 @@ func TestGetTyped(t *testing.T) {
 			return nil, err
 		}),
 	}
-	if _, err := Init(context.Background(), regs, "/r", "/s", nil, nil); err != nil || got != 42 {
+	if _, err := Init(context.Background(), regs, Env{Root: "/r", State: "/s"}, nil, nil); err != nil || got != 42 {
 		t.Fatalf("Get: %v %d", err, got)
 	}
 }

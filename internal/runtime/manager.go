@@ -1,0 +1,425 @@
+// Package runtime is the daemon side of tasks: runtime v2 shims, the way
+// containerd runs them.
+//
+// For each task it makes a bundle, <state>/<ns>/<id>, holding config.json
+// (the container's spec, verbatim), rootfs/ (the shim mounts the request's
+// rootfs there), work (a link to <root>/<ns>/<id>, kept across reboots), log
+// (a FIFO the shim writes its log to) and shim-binary-path. It starts the
+// shim with `start`, talks to it over ttrpc (containerd.task.v2.Task), and
+// on start-up reconnects to every shim whose bundle is still there.
+//
+// Invariants:
+//   - namespaces and IDs are validated before any path is built from them;
+//   - a task is in the manager's table iff its bundle exists and its shim was
+//     reached; a shim that goes away without Delete is cleaned up: its
+//     `delete` runs, /tasks/exit (status 255 when none is known) and
+//     /tasks/delete are published, and the bundle is removed;
+//   - shim addresses are unix socket paths, never abstract sockets.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/identifiers"
+	"github.com/berth-dev/berth/internal/namespaces"
+	eventtypes "github.com/containerd/containerd/api/events"
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Config is the runtime plugin's section.
+type Config struct {
+	// Shims maps runtime names to shim binaries (name on PATH or path).
+	// By default io.containerd.runc.v2 is served by berth's own shim.
+	Shims map[string]string `toml:"shims"`
+}
+
+// DefaultConfig serves io.containerd.runc.v2 with containerd-shim-berth-v2.
+func DefaultConfig() *Config {
+	return &Config{Shims: map[string]string{"io.containerd.runc.v2": "containerd-shim-berth-v2"}}
+}
+
+// Manager runs tasks through shims.
+type Manager struct {
+	root, state   string
+	address       string
+	ttrpcAddress  string
+	self          string
+	debug         bool
+	shims         map[string]string
+	publisher     events.Publisher
+	mu            sync.Mutex
+	tasks         map[string]*Task
+	creating      map[string]bool
+	deleteTimeout time.Duration
+}
+
+// Options configure a Manager.
+type Options struct {
+	Root, State   string // the plugin's own directories
+	Address       string // berthd's gRPC socket
+	TTRPCAddress  string
+	Debug         bool
+	Config        *Config
+	Publisher     events.Publisher
+	ShimDeleteTTL time.Duration
+}
+
+// New returns a manager; call Load to reconnect to running shims.
+func New(o Options) (*Manager, error) {
+	for _, d := range []string{o.Root, o.State} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	shims := DefaultConfig().Shims
+	if o.Config != nil {
+		for k, v := range o.Config.Shims {
+			shims[k] = v
+		}
+	}
+	return &Manager{
+		root: o.Root, state: o.State, address: o.Address, ttrpcAddress: o.TTRPCAddress,
+		self: self, debug: o.Debug, shims: shims, publisher: o.Publisher,
+		tasks: map[string]*Task{}, creating: map[string]bool{}, deleteTimeout: 10 * time.Second,
+	}, nil
+}
+
+// Task is a task served by a shim.
+type Task struct {
+	Namespace, ID string
+	bundle        *bundle
+	binary        string
+	conn          *shimConn
+	deleted       atomic.Bool
+}
+
+// Shim is the task's shim API.
+func (t *Task) Shim() taskapi.TTRPCTaskService { return t.conn.task }
+
+// Bundle is the task's bundle directory.
+func (t *Task) Bundle() string { return t.bundle.path }
+
+// CreateOpts describe a new task.
+type CreateOpts struct {
+	Spec                []byte // OCI runtime spec JSON
+	Rootfs              []*types.Mount
+	Stdin, Stdout       string
+	Stderr              string
+	Terminal            bool
+	Checkpoint          string
+	Runtime             string
+	Options             *anypb.Any // runtime options of the request, or of the container
+	RuntimeOptionsKnown bool
+}
+
+func key(ns, id string) string { return ns + "/" + id }
+
+// Create starts a shim and creates the task in it; the pid of its init
+// process is returned.
+func (m *Manager) Create(ctx context.Context, id string, o CreateOpts) (*Task, uint32, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := identifiers.Validate(id); err != nil {
+		return nil, 0, fmt.Errorf("task id: %w", err)
+	}
+	k := key(ns, id)
+	m.mu.Lock()
+	if m.tasks[k] != nil || m.creating[k] {
+		m.mu.Unlock()
+		return nil, 0, fmt.Errorf("task %q in namespace %q: %w", id, ns, errdefs.ErrAlreadyExists)
+	}
+	m.creating[k] = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.creating, k)
+		m.mu.Unlock()
+	}()
+
+	binary, err := m.resolve(o.Runtime)
+	if err != nil {
+		return nil, 0, err
+	}
+	b, err := m.newBundle(ns, id, o.Spec)
+	if err != nil {
+		return nil, 0, err
+	}
+	t := &Task{Namespace: ns, ID: id, bundle: b, binary: binary}
+	fail := func(err error) (*Task, uint32, error) {
+		m.teardown(context.WithoutCancel(ctx), t)
+		return nil, 0, err
+	}
+	logs, err := openShimLog(ctx, b)
+	if err != nil {
+		return fail(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.path, "shim-binary-path"), []byte(binary), 0o600); err != nil {
+		logs.Close()
+		return fail(err)
+	}
+	address, err := m.startShim(ctx, b, binary, o.Options)
+	if err != nil {
+		logs.Close()
+		return fail(err)
+	}
+	conn, err := dialShim(ctx, address, func() { m.shimGone(t) })
+	if err != nil {
+		logs.Close()
+		return fail(err)
+	}
+	conn.logs = logs
+	t.conn = conn
+	resp, err := conn.task.Create(ctx, &taskapi.CreateTaskRequest{
+		ID: id, Bundle: b.path, Rootfs: o.Rootfs, Terminal: o.Terminal,
+		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr, Checkpoint: o.Checkpoint, Options: o.Options,
+	})
+	if err != nil {
+		return fail(FromShim(err))
+	}
+	m.mu.Lock()
+	m.tasks[k] = t
+	m.mu.Unlock()
+	return t, resp.Pid, nil
+}
+
+func (m *Manager) resolve(runtime string) (string, error) {
+	if runtime == "" {
+		runtime = "io.containerd.runc.v2"
+	}
+	name, ok := m.shims[runtime]
+	if !ok {
+		var err error
+		if name, err = BinaryName(runtime); err != nil {
+			return "", err
+		}
+	}
+	return lookPath(name)
+}
+
+// Get returns the task id of the context's namespace.
+func (m *Manager) Get(ctx context.Context, id string) (*Task, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	t := m.tasks[key(ns, id)]
+	m.mu.Unlock()
+	if t == nil {
+		return nil, fmt.Errorf("task %q in namespace %q: %w", id, ns, errdefs.ErrNotFound)
+	}
+	return t, nil
+}
+
+// List returns the tasks of the context's namespace, sorted by ID.
+func (m *Manager) List(ctx context.Context) ([]*Task, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	var out []*Task
+	for _, t := range m.tasks {
+		if t.Namespace == ns {
+			out = append(out, t)
+		}
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Delete deletes the task's init process in its shim (FailedPrecondition
+// while it runs), shuts the shim down and removes the bundle.
+func (m *Manager) Delete(ctx context.Context, t *Task) (*taskapi.DeleteResponse, error) {
+	resp, err := t.conn.task.Delete(ctx, &taskapi.DeleteRequest{ID: t.ID})
+	if err != nil {
+		return nil, FromShim(err)
+	}
+	m.teardown(ctx, t)
+	return resp, nil
+}
+
+// teardown shuts the shim down and removes the task and its bundle.
+func (m *Manager) teardown(ctx context.Context, t *Task) {
+	if !t.deleted.CompareAndSwap(false, true) {
+		return
+	}
+	m.mu.Lock()
+	if m.tasks[key(t.Namespace, t.ID)] == t {
+		delete(m.tasks, key(t.Namespace, t.ID))
+	}
+	m.mu.Unlock()
+	if t.conn != nil {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, _ = t.conn.task.Shutdown(sctx, &taskapi.ShutdownRequest{ID: t.ID})
+		cancel()
+		t.conn.Close()
+	}
+	if err := t.bundle.remove(); err != nil {
+		log.G(ctx).WithError(err).WithField("id", t.ID).Warn("remove bundle")
+	}
+}
+
+// shimGone runs when a shim connection drops without a Delete.
+func (m *Manager) shimGone(t *Task) {
+	if t.deleted.Load() {
+		return
+	}
+	go m.cleanupDeadShim(context.Background(), t)
+}
+
+// cleanupDeadShim runs the shim's `delete`, publishes the task's end and
+// removes its bundle.
+func (m *Manager) cleanupDeadShim(ctx context.Context, t *Task) {
+	if t.deleted.Load() {
+		return
+	}
+	ctx = namespaces.WithNamespace(ctx, t.Namespace)
+	l := log.G(ctx).WithField("namespace", t.Namespace).WithField("id", t.ID)
+	l.Warn("shim disconnected; cleaning up its task")
+	resp, err := m.runShimDelete(ctx, t.bundle, t.binary)
+	status := uint32(255)
+	var pid uint32
+	exited := time.Now()
+	if err != nil {
+		l.WithError(err).Warn("shim delete")
+	} else {
+		pid = resp.Pid
+		if resp.ExitStatus != 0 {
+			status = resp.ExitStatus
+		}
+		if resp.ExitedAt != nil {
+			exited = resp.ExitedAt.AsTime()
+		}
+	}
+	if t.conn != nil {
+		t.conn.Close()
+	}
+	t.conn = nil
+	m.teardown(ctx, t)
+	if m.publisher != nil {
+		_ = m.publisher.Publish(ctx, "/tasks/exit", &eventtypes.TaskExit{ContainerID: t.ID, ID: t.ID, Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(exited)})
+		_ = m.publisher.Publish(ctx, "/tasks/delete", &eventtypes.TaskDelete{ContainerID: t.ID, ID: t.ID, Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(exited)})
+	}
+}
+
+// runShimDelete runs `shim -bundle B delete` and decodes its answer.
+func (m *Manager) runShimDelete(ctx context.Context, b *bundle, binary string) (*taskapi.DeleteResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.deleteTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, m.shimArgs(b.ns, b.id, "-bundle", b.path, "delete")...)
+	cmd.Dir = b.path
+	cmd.Env = append(os.Environ(), "TTRPC_ADDRESS="+m.ttrpcAddress, "GRPC_ADDRESS="+m.address, "NAMESPACE="+b.ns)
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("%s delete: %v: %s", filepath.Base(binary), err, ee.Stderr)
+		}
+		return nil, err
+	}
+	var resp taskapi.DeleteResponse
+	if err := proto.Unmarshal(out, &resp); err != nil {
+		return nil, fmt.Errorf("%s delete answered %q: %w", filepath.Base(binary), out, err)
+	}
+	return &resp, nil
+}
+
+// Load reconnects to the shims of every bundle left by an earlier berthd.
+// Bundles whose shim cannot be reached are cleaned up as dead shims.
+func (m *Manager) Load(ctx context.Context) error {
+	nsDirs, err := os.ReadDir(m.state)
+	if err != nil {
+		return err
+	}
+	for _, nd := range nsDirs {
+		ns := nd.Name()
+		if !nd.IsDir() || identifiers.Validate(ns) != nil {
+			continue
+		}
+		ids, err := os.ReadDir(filepath.Join(m.state, ns))
+		if err != nil {
+			return err
+		}
+		for _, d := range ids {
+			if !d.IsDir() || identifiers.Validate(d.Name()) != nil {
+				continue
+			}
+			m.loadTask(namespaces.WithNamespace(ctx, ns), ns, d.Name())
+		}
+	}
+	m.removeOrphanWorkDirs(ctx)
+	return nil
+}
+
+func (m *Manager) loadTask(ctx context.Context, ns, id string) {
+	b := m.existingBundle(ns, id)
+	l := log.G(ctx).WithField("namespace", ns).WithField("id", id)
+	binary, err := os.ReadFile(filepath.Join(b.path, "shim-binary-path"))
+	if err != nil {
+		l.WithError(err).Warn("bundle without shim binary; removing it")
+		_ = b.remove()
+		return
+	}
+	t := &Task{Namespace: ns, ID: id, bundle: b, binary: string(binary)}
+	address, err := os.ReadFile(filepath.Join(b.path, "address"))
+	if err == nil {
+		var logs interface{ Close() error }
+		logs, err = openShimLog(ctx, b)
+		if err == nil {
+			t.conn, err = dialShim(ctx, string(address), func() { m.shimGone(t) })
+			if err == nil {
+				t.conn.logs = logs
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err = t.conn.task.Connect(cctx, &taskapi.ConnectRequest{ID: id})
+				cancel()
+			} else {
+				logs.Close()
+			}
+		}
+	}
+	if err != nil {
+		l.WithError(err).Warn("shim of a bundle is gone")
+		m.cleanupDeadShim(ctx, t)
+		return
+	}
+	m.mu.Lock()
+	m.tasks[key(ns, id)] = t
+	m.mu.Unlock()
+	l.Info("reconnected to running shim")
+}
+
+// Close drops the connections to the shims; the shims and their tasks keep
+// running.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, t := range m.tasks {
+		t.deleted.Store(true) // not a dead shim: berthd is leaving
+		t.conn.Close()
+	}
+	return nil
+}
