@@ -13,9 +13,29 @@
 //	      runtime/ name, options     options: proto-marshalled Any
 //	      extensions/<name>          proto-marshalled Any
 //	      labels/<key> = <value>
+//	    images/<name>/               name: a reference, not an identifier
+//	      createdat, updatedat
+//	      target/ digest, mediatype, size      size: signed varint
+//	      labels/<key> = <value>
+//	      annotations/<key> = <value>          the target's annotations
+//	    content/
+//	      blob/<digest>/             a blob this namespace sees (bytes in the
+//	        createdat, updatedat     shared content store, io.containerd.content.v1)
+//	        size                     signed varint
+//	        labels/<key> = <value>
+//	      ingests/<ref>/             an ingest this namespace started
+//	        ref                      the backend's ref: <namespace>/<seq>/<ref>
+//	        expireat                 unleased ingests: when GC may abort it
+//	        expected                 the digest declared, if any
+//	    leases/<id>/                 id: any text (ctr uses paths), not an identifier
+//	      createdat
+//	      labels/<key> = <value>     containerd.io/gc.expire, …
+//	      content/<digest> = ""      resources the lease holds
+//	      ingests/<ref> = ""
+//	      snapshots/<snapshotter>/<key> = ""
 //
-// Stores for images, content, leases and snapshots add their buckets under
-// the namespace bucket as they arrive, and document them here.
+// Stores for snapshots add their buckets under the namespace bucket as they
+// arrive, and document them here.
 //
 // Invariants:
 //   - every mutation runs in a bbolt read-write transaction and is fsync'd
