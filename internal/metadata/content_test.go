@@ -37,7 +37,9 @@ func (s nsStore) Update(ctx context.Context, i content.Info, fp ...string) (cont
 func (s nsStore) Walk(ctx context.Context, fn content.WalkFunc, fs ...string) error {
 	return s.cs.Walk(s.ctx(ctx), fn, fs...)
 }
-func (s nsStore) Delete(ctx context.Context, d digest.Digest) error { return s.cs.Delete(s.ctx(ctx), d) }
+func (s nsStore) Delete(ctx context.Context, d digest.Digest) error {
+	return s.cs.Delete(s.ctx(ctx), d)
+}
 func (s nsStore) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
 	return s.cs.ReaderAt(s.ctx(ctx), desc)
 }
