@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"context"
 	"github.com/containerd/errdefs"
@@ -70,6 +72,23 @@ func (b *bundle) remove() error {
 		return err
 	}
 	return os.RemoveAll(b.work)
+}
+
+// killLeftover kills the container's init if it outlived its shim's
+// delete, so that a dead shim never leaves a container running unseen.
+func killLeftover(ctx context.Context, b *bundle) {
+	raw, err := os.ReadFile(filepath.Join(b.path, "init.pid"))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	if unix.Kill(pid, 0) == nil {
+		log.G(ctx).WithField("id", b.id).WithField("pid", pid).Warn("container outlived its shim's delete; killing it")
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
 }
 
 // removeOrphanWorkDirs removes work directories whose bundle is gone.

@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ import (
 	eventtypes "github.com/containerd/containerd/api/events"
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"google.golang.org/protobuf/proto"
@@ -254,6 +256,14 @@ func (m *Manager) List(ctx context.Context) ([]*Task, error) {
 // Delete deletes the task's init process in its shim (FailedPrecondition
 // while it runs), shuts the shim down and removes the bundle.
 func (m *Manager) Delete(ctx context.Context, t *Task) (*taskapi.DeleteResponse, error) {
+	st, err := t.conn.task.State(ctx, &taskapi.StateRequest{ID: t.ID})
+	if err != nil {
+		return nil, FromShim(err)
+	}
+	if st.Status == task.Status_RUNNING || st.Status == task.Status_PAUSED || st.Status == task.Status_PAUSING {
+		return nil, fmt.Errorf("task %q in namespace %q is %s: kill it before deleting it: %w",
+			t.ID, t.Namespace, strings.ToLower(st.Status.String()), errdefs.ErrFailedPrecondition)
+	}
 	resp, err := t.conn.task.Delete(ctx, &taskapi.DeleteRequest{ID: t.ID})
 	if err != nil {
 		return nil, FromShim(err)
@@ -315,6 +325,7 @@ func (m *Manager) cleanupDeadShim(ctx context.Context, t *Task) {
 			exited = resp.ExitedAt.AsTime()
 		}
 	}
+	killLeftover(ctx, t.bundle)
 	if t.conn != nil {
 		t.conn.Close()
 	}

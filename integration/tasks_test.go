@@ -1,0 +1,399 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/testutil"
+	containers "github.com/containerd/containerd/api/services/containers/v1"
+	eventsapi "github.com/containerd/containerd/api/services/events/v1"
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// busyboxRootfs makes a root filesystem holding the static busybox.
+func busyboxRootfs(t *testing.T) string {
+	t.Helper()
+	bb := testutil.RequireBinary(t, "busybox")
+	root := filepath.Join(t.TempDir(), "rootfs")
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "run"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin", "busybox"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"sh", "echo", "ls", "sleep", "true", "cat", "ps", "readlink"} {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// shimDaemon starts berthd with io.containerd.runc.v2 served by shim.
+func shimDaemon(t *testing.T, shim string) *testutil.Daemon {
+	t.Helper()
+	testutil.RequireBinary(t, "runc")
+	if shim != "containerd-shim-berth-v2" {
+		testutil.RequireBinary(t, shim)
+	}
+	cfg := filepath.Join(t.TempDir(), "config.toml")
+	body := fmt.Sprintf("version = 2\n[plugins.\"io.containerd.runtime.v2.task\".shims]\n\"io.containerd.runc.v2\" = %q\n", shim)
+	if shim == "containerd-shim-berth-v2" {
+		body = fmt.Sprintf("version = 2\n[plugins.\"io.containerd.runtime.v2.task\".shims]\n\"io.containerd.runc.v2\" = %q\n", testutil.Binary(t, shim))
+	}
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return testutil.StartDaemon(t, "--config", cfg)
+}
+
+type taskEnv struct {
+	t      *testing.T
+	d      *testutil.Daemon
+	ns     string
+	rootfs string
+	cs     containers.ContainersClient
+	ts     tasks.TasksClient
+}
+
+func newTaskEnv(t *testing.T, shim string) *taskEnv {
+	d := shimDaemon(t, shim)
+	conn := d.Conn(t)
+	e := &taskEnv{t: t, d: d, ns: "tt", rootfs: busyboxRootfs(t), cs: containers.NewContainersClient(conn), ts: tasks.NewTasksClient(conn)}
+	t.Cleanup(e.killAll)
+	return e
+}
+
+// killAll leaves no container running after a test, passed or failed.
+func (e *taskEnv) killAll() {
+	if e.d.Exited() {
+		e.d.Start()
+		e.ts = tasks.NewTasksClient(e.d.Conn(e.t))
+	}
+	ctx, cancel := context.WithTimeout(testutil.WithNamespace(context.Background(), e.ns), 30*time.Second)
+	defer cancel()
+	list, err := e.ts.List(ctx, &tasks.ListTasksRequest{})
+	if err != nil {
+		return
+	}
+	for _, p := range list.Tasks {
+		_, _ = e.ts.Kill(ctx, &tasks.KillRequest{ContainerID: p.ID, Signal: uint32(syscall.SIGKILL), All: true})
+		_, _ = e.ts.Wait(ctx, &tasks.WaitRequest{ContainerID: p.ID})
+		_, _ = e.ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: p.ID})
+	}
+}
+
+func (e *taskEnv) ctx() context.Context { return nsCtx(e.t, e.ns) }
+
+// create makes a container running args on the busybox rootfs and its task,
+// with stdout and stderr appended to a file; it returns that file.
+func (e *taskEnv) create(id string, args ...string) string {
+	e.t.Helper()
+	spec := oci.Default(e.ns, id, oci.Options{Args: args, Root: e.rootfs})
+	b, err := json.Marshal(spec)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_, err = e.cs.Create(e.ctx(), &containers.CreateContainerRequest{Container: &containers.Container{
+		ID: id, Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"},
+		Spec: &anypb.Any{TypeUrl: specURL, Value: b},
+	}})
+	if err != nil {
+		e.t.Fatalf("create container %s: %v", id, err)
+	}
+	out := filepath.Join(e.t.TempDir(), id+".out")
+	_, err = e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: id, Stdout: "file://" + out, Stderr: "file://" + out})
+	if err != nil {
+		e.t.Fatalf("create task %s: %v", id, err)
+	}
+	return out
+}
+
+func (e *taskEnv) status(id string) task.Status {
+	e.t.Helper()
+	r, err := e.ts.Get(e.ctx(), &tasks.GetRequest{ContainerID: id})
+	if err != nil {
+		e.t.Fatalf("get %s: %v", id, err)
+	}
+	return r.Process.Status
+}
+
+func taskShims(t *testing.T) []string {
+	shims := []string{"containerd-shim-runc-v2"}
+	if _, err := os.Stat(filepath.Join(testutil.RepoRoot(), "cmd", "containerd-shim-berth-v2")); err == nil {
+		shims = append([]string{"containerd-shim-berth-v2"}, shims...)
+	}
+	return shims
+}
+
+func TestTasksRunToCompletion(t *testing.T) {
+	for _, shim := range taskShims(t) {
+		t.Run(shim, func(t *testing.T) {
+			e := newTaskEnv(t, shim)
+			evctx, cancel := context.WithCancel(e.ctx())
+			defer cancel()
+			evs, err := eventsapi.NewEventsClient(e.d.Conn(t)).Subscribe(evctx, &eventsapi.SubscribeRequest{Filters: []string{`topic~=|^/tasks/|`}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			for _, tc := range []struct {
+				id   string
+				args []string
+				code uint32
+				out  string
+			}{
+				{"ok", []string{"echo", "hello from berth"}, 0, "hello from berth\n"},
+				{"fails", []string{"sh", "-c", "echo bye; exit 3"}, 3, "bye\n"},
+			} {
+				out := e.create(tc.id, tc.args...)
+				if st := e.status(tc.id); st != task.Status_CREATED {
+					t.Errorf("%s: status %v before start, want CREATED", tc.id, st)
+				}
+				// Wait before Start, as ctr does
+				waited := make(chan *tasks.WaitResponse, 1)
+				go func() {
+					r, err := e.ts.Wait(e.ctx(), &tasks.WaitRequest{ContainerID: tc.id})
+					if err != nil {
+						t.Errorf("wait %s: %v", tc.id, err)
+					}
+					waited <- r
+				}()
+				time.Sleep(50 * time.Millisecond)
+				if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: tc.id}); err != nil {
+					t.Fatalf("start %s: %v", tc.id, err)
+				}
+				var w *tasks.WaitResponse
+				select {
+				case w = <-waited:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("%s did not exit", tc.id)
+				}
+				if w == nil || w.ExitStatus != tc.code {
+					t.Fatalf("%s: wait %v, want status %d", tc.id, w, tc.code)
+				}
+				if st := e.status(tc.id); st != task.Status_STOPPED {
+					t.Errorf("%s: status %v after exit", tc.id, st)
+				}
+				b, _ := os.ReadFile(out)
+				if string(b) != tc.out {
+					t.Errorf("%s: output %q, want %q", tc.id, b, tc.out)
+				}
+				d, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: tc.id})
+				if err != nil || d.ExitStatus != tc.code {
+					t.Fatalf("delete %s: %v %v", tc.id, d, err)
+				}
+				if _, err := e.ts.Get(e.ctx(), &tasks.GetRequest{ContainerID: tc.id}); !errdefs.IsNotFound(native(err)) {
+					t.Errorf("get after delete: %v", err)
+				}
+				if _, err := os.Stat(filepath.Join(e.d.State, "io.containerd.runtime.v2.task", e.ns, tc.id)); !os.IsNotExist(err) {
+					t.Errorf("bundle of %s left behind: %v", tc.id, err)
+				}
+			}
+			// events: create, start, exit, delete in order, exactly one exit per task
+			var seen []string
+			deadline := time.After(10 * time.Second)
+			for len(seen) < 8 {
+				ch := make(chan string, 1)
+				go func() {
+					env, err := evs.Recv()
+					if err != nil {
+						ch <- "error: " + err.Error()
+						return
+					}
+					ch <- env.Topic
+				}()
+				select {
+				case topic := <-ch:
+					seen = append(seen, topic)
+				case <-deadline:
+					t.Fatalf("events seen %v", seen)
+				}
+			}
+			want := "/tasks/create /tasks/start /tasks/exit /tasks/delete /tasks/create /tasks/start /tasks/exit /tasks/delete"
+			if strings.Join(seen, " ") != want {
+				t.Errorf("events %v\nwant %s", seen, want)
+			}
+		})
+	}
+}
+
+func TestTasksLongRunning(t *testing.T) {
+	for _, shim := range taskShims(t) {
+		t.Run(shim, func(t *testing.T) {
+			e := newTaskEnv(t, shim)
+			e.create("sleeper", "sleep", "1000")
+			st, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "sleeper"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			list, err := e.ts.List(e.ctx(), &tasks.ListTasksRequest{})
+			if err != nil || len(list.Tasks) != 1 || list.Tasks[0].Status != task.Status_RUNNING || list.Tasks[0].Pid != st.Pid {
+				t.Fatalf("list: %v %v", list, err)
+			}
+			// exec
+			execOut := filepath.Join(t.TempDir(), "exec.out")
+			proc, _ := json.Marshal(specs.Process{Args: []string{"ls", "/"}, Cwd: "/", Env: []string{"PATH=/bin"}})
+			_, err = e.ts.Exec(e.ctx(), &tasks.ExecProcessRequest{ContainerID: "sleeper", ExecID: "e1", Stdout: "file://" + execOut, Stderr: "file://" + execOut, // containerd 1.6 runc shim panics on file:// stdout without stderr
+				Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: proc}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "sleeper", ExecID: "e1"}); err != nil {
+				t.Fatal(err)
+			}
+			w, err := e.ts.Wait(e.ctx(), &tasks.WaitRequest{ContainerID: "sleeper", ExecID: "e1"})
+			if err != nil || w.ExitStatus != 0 {
+				t.Fatalf("exec wait: %v %v", w, err)
+			}
+			b, _ := os.ReadFile(execOut)
+			if !strings.Contains(string(b), "bin") || !strings.Contains(string(b), "proc") {
+				t.Errorf("exec ls output %q", b)
+			}
+			if _, err := e.ts.DeleteProcess(e.ctx(), &tasks.DeleteProcessRequest{ContainerID: "sleeper", ExecID: "e1"}); err != nil {
+				t.Fatal(err)
+			}
+			pids, err := e.ts.ListPids(e.ctx(), &tasks.ListPidsRequest{ContainerID: "sleeper"})
+			if err != nil || len(pids.Processes) == 0 || pids.Processes[0].Pid != st.Pid {
+				t.Fatalf("pids: %v %v", pids, err)
+			}
+			if _, err := e.ts.Pause(e.ctx(), &tasks.PauseTaskRequest{ContainerID: "sleeper"}); err != nil {
+				t.Fatal(err)
+			}
+			if s := e.status("sleeper"); s != task.Status_PAUSED {
+				t.Errorf("after pause: %v", s)
+			}
+			if _, err := e.ts.Resume(e.ctx(), &tasks.ResumeTaskRequest{ContainerID: "sleeper"}); err != nil {
+				t.Fatal(err)
+			}
+			if s := e.status("sleeper"); s != task.Status_RUNNING {
+				t.Errorf("after resume: %v", s)
+			}
+			m, err := e.ts.Metrics(e.ctx(), &tasks.MetricsRequest{Filters: []string{"id==sleeper"}})
+			if err != nil || len(m.Metrics) != 1 || m.Metrics[0].Data == nil || !strings.Contains(m.Metrics[0].Data.TypeUrl, "io.containerd.cgroups.v") {
+				t.Errorf("metrics: %v %v", m, err)
+			}
+			if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "sleeper"}); !errdefs.IsFailedPrecondition(native(err)) {
+				t.Errorf("delete while running: %v", err)
+			}
+
+			// restart berthd with SIGKILL: the task keeps running and is reattached
+			e.d.Kill()
+			if !alive(int(st.Pid)) {
+				t.Fatalf("container died with berthd")
+			}
+			e.d.Start()
+			e.ts = tasks.NewTasksClient(e.d.Conn(t))
+			r, err := e.ts.Get(e.ctx(), &tasks.GetRequest{ContainerID: "sleeper"})
+			if err != nil || r.Process.Status != task.Status_RUNNING || r.Process.Pid != st.Pid {
+				t.Fatalf("after restart: %v %v", r, err)
+			}
+			if _, err := e.ts.Kill(e.ctx(), &tasks.KillRequest{ContainerID: "sleeper", Signal: uint32(syscall.SIGKILL)}); err != nil {
+				t.Fatal(err)
+			}
+			w, err = e.ts.Wait(e.ctx(), &tasks.WaitRequest{ContainerID: "sleeper"})
+			if err != nil || w.ExitStatus != 137 {
+				t.Fatalf("wait after kill: %v %v", w, err)
+			}
+			d, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "sleeper"})
+			if err != nil || d.ExitStatus != 137 {
+				t.Fatalf("delete: %v %v", d, err)
+			}
+		})
+	}
+}
+
+// TestTasksShimKilled: a shim that dies is reported and cleaned up.
+func TestTasksShimKilled(t *testing.T) {
+	for _, shim := range taskShims(t) {
+		t.Run(shim, func(t *testing.T) {
+			e := newTaskEnv(t, shim)
+			e.create("victim", "sleep", "1000")
+			started, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "victim"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			evctx, cancel := context.WithCancel(e.ctx())
+			defer cancel()
+			evs, err := eventsapi.NewEventsClient(e.d.Conn(t)).Subscribe(evctx, &eventsapi.SubscribeRequest{Filters: []string{`topic=="/tasks/exit"`}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			bundle := filepath.Join(e.d.State, "io.containerd.runtime.v2.task", e.ns, "victim")
+			shimPid := shimPidOf(t, bundle)
+			if err := syscall.Kill(shimPid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := evs.Recv(); err != nil {
+				t.Fatalf("no exit event after the shim died: %v", err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				_, err := e.ts.Get(e.ctx(), &tasks.GetRequest{ContainerID: "victim"})
+				if errdefs.IsNotFound(native(err)) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("task still there after its shim died: %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+				t.Errorf("bundle left after shim death: %v", err)
+			}
+			if alive(int(started.Pid)) {
+				t.Errorf("container init %d still runs after its shim died and was cleaned up", started.Pid)
+			}
+		})
+	}
+}
+
+// shimPidOf finds the shim serving a bundle: the process whose cwd it is.
+func shimPidOf(t *testing.T, bundle string) int {
+	t.Helper()
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		var pid int
+		if _, err := fmt.Sscanf(p.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", p.Name(), "cwd"))
+		if err == nil && cwd == bundle {
+			cmd, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+			if strings.Contains(string(cmd), "containerd-shim") {
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no shim found for %s", bundle)
+	return 0
+}
+
+// alive reports whether pid runs (a zombie does not count).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
