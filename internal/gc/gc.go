@@ -1,0 +1,150 @@
+// Package gc is berthd's garbage collector: it removes the blobs, ingests,
+// leases (and, with the snapshot store, snapshots) that nothing holds.
+//
+// A collection marks from the roots and removes unreachable records in one
+// metadata transaction (metadata.DB.CollectGarbage), then, while no content
+// writer can open, commit, delete or abort (metadata.ContentStore.Exclusive),
+// deletes the blob files no namespace records and the backend ingests no
+// namespace records. Invariants:
+//   - nothing a live lease, an image, a container or a gc.root label holds
+//     (directly or along gc.ref labels) is removed;
+//   - a blob committed concurrently is either recorded before the mark (and
+//     kept) or committed after the sweep: never deleted in between;
+//   - collections are serialised; requests made while one runs are coalesced
+//     into the next.
+package gc
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/internal/content"
+	"github.com/berth-dev/berth/internal/metadata"
+	"github.com/containerd/log"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// Stats tells what one collection removed and how long it took.
+type Stats struct {
+	Records  map[string]int // metadata records, by kind
+	Blobs    int            // blob files
+	Ingests  int            // backend ingests
+	Duration time.Duration
+}
+
+// Collector runs collections, on demand and after deletions.
+type Collector struct {
+	db      *metadata.DB
+	content *metadata.ContentStore
+	delay   time.Duration
+
+	run     sync.Mutex // one collection at a time
+	trigger chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	started bool
+}
+
+// New returns a collector; Start begins background collections.
+func New(db *metadata.DB, cs *metadata.ContentStore, delay time.Duration) *Collector {
+	return &Collector{db: db, content: cs, delay: delay, trigger: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Collect runs one collection now.
+func (c *Collector) Collect(ctx context.Context) (Stats, error) {
+	c.run.Lock()
+	defer c.run.Unlock()
+	start := time.Now()
+	var st Stats
+	err := c.content.Exclusive(func(backend content.Store) error {
+		res, err := c.db.CollectGarbage(ctx)
+		if err != nil {
+			return err
+		}
+		st.Records = res.Removed
+		var dead []content.Info
+		if err := backend.Walk(ctx, func(info content.Info) error {
+			if !res.LiveContent[info.Digest] {
+				dead = append(dead, info)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, info := range dead {
+			if err := backend.Delete(ctx, info.Digest); err != nil {
+				log.G(ctx).WithError(err).WithField("digest", info.Digest).Warn("gc: delete blob")
+				continue
+			}
+			st.Blobs++
+		}
+		statuses, err := backend.ListStatuses(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range statuses {
+			if res.LiveIngests[s.Ref] {
+				continue
+			}
+			if err := backend.Abort(ctx, s.Ref); err == nil {
+				st.Ingests++
+			}
+		}
+		return nil
+	})
+	st.Duration = time.Since(start)
+	if err == nil && (st.Blobs > 0 || st.Ingests > 0 || len(st.Records) > 0) {
+		log.G(ctx).WithField("records", st.Records).WithField("blobs", st.Blobs).WithField("ingests", st.Ingests).
+			WithField("d", st.Duration).Debug("garbage collected")
+	}
+	return st, err
+}
+
+// Schedule asks for a collection soon; it never blocks.
+func (c *Collector) Schedule() {
+	select {
+	case c.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs scheduled collections in the background until Close, and one
+// right away for what an earlier daemon left behind.
+func (c *Collector) Start(ctx context.Context) {
+	c.started = true
+	c.content.SetDeleteHook(func(context.Context, digest.Digest) { c.Schedule() })
+	c.Schedule()
+	go func() {
+		defer close(c.done)
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-c.trigger:
+			}
+			select { // let a burst of deletions finish first
+			case <-c.stop:
+				return
+			case <-time.After(c.delay):
+			}
+			if _, err := c.Collect(ctx); err != nil {
+				log.G(ctx).WithError(err).Warn("garbage collection failed")
+			}
+		}
+	}()
+}
+
+// Close stops background collections.
+func (c *Collector) Close() error {
+	if !c.started {
+		return nil
+	}
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+		<-c.done
+	}
+	return nil
+}
