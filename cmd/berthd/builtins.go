@@ -3,13 +3,17 @@ package main
 import (
 	"path/filepath"
 
+	"github.com/berth-dev/berth/internal/content/local"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/metadata"
 	"github.com/berth-dev/berth/internal/plugin"
 	"github.com/berth-dev/berth/internal/runtime"
 	containerssvc "github.com/berth-dev/berth/internal/services/containers"
+	contentsvc "github.com/berth-dev/berth/internal/services/content"
 	eventssvc "github.com/berth-dev/berth/internal/services/events"
+	imagessvc "github.com/berth-dev/berth/internal/services/images"
 	"github.com/berth-dev/berth/internal/services/introspection"
+	leasessvc "github.com/berth-dev/berth/internal/services/leases"
 	namespacessvc "github.com/berth-dev/berth/internal/services/namespaces"
 	taskssvc "github.com/berth-dev/berth/internal/services/tasks"
 	versionsvc "github.com/berth-dev/berth/internal/services/version"
@@ -39,6 +43,30 @@ func builtins() []*plugin.Registration {
 			},
 		},
 		{
+			// The blobs on disk, shared by all namespaces.
+			Type: plugin.ContentPlugin, ID: "content",
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				ic.Meta.Exports = map[string]string{"root": ic.Root}
+				return local.New(ic.Root)
+			},
+		},
+		{
+			// The blobs as clients see them: per namespace, with labels and leases.
+			Type: plugin.ServicePlugin, ID: "content-service",
+			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.ContentPlugin},
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				db, err := plugin.Get[*metadata.DB](ic, plugin.MetadataPlugin, "bolt")
+				if err != nil {
+					return nil, err
+				}
+				cs, err := plugin.Get[*local.Store](ic, plugin.ContentPlugin, "content")
+				if err != nil {
+					return nil, err
+				}
+				return metadata.NewContentStore(db, cs), nil
+			},
+		},
+		{
 			Type: plugin.GRPCPlugin, ID: "version",
 			InitFn: func(*plugin.InitContext) (any, error) { return &versionsvc.Service{}, nil },
 		},
@@ -62,6 +90,43 @@ func builtins() []*plugin.Registration {
 					return nil, err
 				}
 				return containerssvc.New(db.Containers(), ex), nil
+			},
+		},
+		{
+			Type: plugin.GRPCPlugin, ID: "content",
+			Requires: []plugin.Type{plugin.ServicePlugin, plugin.EventPlugin},
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				cs, err := plugin.Get[*metadata.ContentStore](ic, plugin.ServicePlugin, "content-service")
+				if err != nil {
+					return nil, err
+				}
+				ex, err := plugin.Get[*events.Exchange](ic, plugin.EventPlugin, "exchange")
+				if err != nil {
+					return nil, err
+				}
+				return contentsvc.New(cs, ex), nil
+			},
+		},
+		{
+			Type: plugin.GRPCPlugin, ID: "images",
+			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.EventPlugin},
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				db, ex, err := metadataAndExchange(ic)
+				if err != nil {
+					return nil, err
+				}
+				return imagessvc.New(db.Images(), ex, nil), nil
+			},
+		},
+		{
+			Type: plugin.GRPCPlugin, ID: "leases",
+			Requires: []plugin.Type{plugin.MetadataPlugin},
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				db, err := plugin.Get[*metadata.DB](ic, plugin.MetadataPlugin, "bolt")
+				if err != nil {
+					return nil, err
+				}
+				return leasessvc.New(db.Leases(), nil), nil
 			},
 		},
 		{

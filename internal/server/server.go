@@ -3,8 +3,8 @@
 // in one place (New) and the interceptors every call goes through.
 //
 // Invariants:
-//   - every request's namespace header is validated before a handler runs,
-//     and reaches the handler through the context;
+//   - every request's namespace and lease headers are validated before a
+//     handler runs, and reach the handler through the context;
 //   - errors are converted to gRPC status codes once, here, from the errdefs
 //     classes the domain packages wrap;
 //   - a panic inside a handler answers Internal and the daemon keeps serving;
@@ -25,6 +25,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/identifiers"
+	"github.com/berth-dev/berth/internal/leases"
 	"github.com/berth-dev/berth/internal/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -158,8 +159,15 @@ func withNamespace(ctx context.Context, ns string, present bool) (context.Contex
 	return namespaces.WithNamespace(ctx, ns), nil
 }
 
-func grpcNamespace(ctx context.Context) (context.Context, error) {
+// grpcHeaders moves the lease and namespace headers into the context.
+func grpcHeaders(ctx context.Context) (context.Context, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(leases.GRPCHeader); len(v) > 0 && v[0] != "" {
+		if err := leases.Validate(v[0]); err != nil {
+			return ctx, fmt.Errorf("%s header: %w", leases.GRPCHeader, err)
+		}
+		ctx = leases.WithLease(ctx, v[0])
+	}
 	v := md.Get(namespaces.GRPCHeader)
 	if len(v) == 0 {
 		return ctx, nil
@@ -178,7 +186,7 @@ func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 			resp, err = nil, recovered(ctx, info.FullMethod, r)
 		}
 	}()
-	if ctx, err = grpcNamespace(ctx); err != nil {
+	if ctx, err = grpcHeaders(ctx); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	resp, err = h(ctx, req)
@@ -198,7 +206,7 @@ func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 			err = recovered(ss.Context(), info.FullMethod, r)
 		}
 	}()
-	ctx, err := grpcNamespace(ss.Context())
+	ctx, err := grpcHeaders(ss.Context())
 	if err != nil {
 		return errgrpc.ToGRPC(err)
 	}
