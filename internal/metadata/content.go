@@ -102,7 +102,10 @@ func NewContentStore(db *DB, backend content.Store) *ContentStore {
 
 // Exclusive runs fn with the backend while no writer is opened or
 // committed and no blob or ingest is deleted or aborted: the garbage
-// collector marks from the records and sweeps the backend inside it.
+// collector marks from the records and sweeps the backend inside it (both
+// inside, so that no commit records a blob whose file is being removed).
+// fn must not call the ContentStore's own Writer, Commit, Delete or Abort,
+// which would wait for it.
 func (s *ContentStore) Exclusive(fn func(backend content.Store) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
