@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"github.com/berth-dev/berth/internal/gc"
 	"path/filepath"
+	"time"
 
 	"github.com/berth-dev/berth/internal/content/local"
 	"github.com/berth-dev/berth/internal/events"
@@ -67,6 +70,23 @@ func builtins() []*plugin.Registration {
 			},
 		},
 		{
+			Type: plugin.GCPlugin, ID: "scheduler",
+			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.ServicePlugin},
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				db, err := plugin.Get[*metadata.DB](ic, plugin.MetadataPlugin, "bolt")
+				if err != nil {
+					return nil, err
+				}
+				cs, err := plugin.Get[*metadata.ContentStore](ic, plugin.ServicePlugin, "content-service")
+				if err != nil {
+					return nil, err
+				}
+				c := gc.New(db, cs, 100*time.Millisecond)
+				c.Start(context.WithoutCancel(ic.Context))
+				return c, nil
+			},
+		},
+		{
 			Type: plugin.GRPCPlugin, ID: "version",
 			InitFn: func(*plugin.InitContext) (any, error) { return &versionsvc.Service{}, nil },
 		},
@@ -109,24 +129,32 @@ func builtins() []*plugin.Registration {
 		},
 		{
 			Type: plugin.GRPCPlugin, ID: "images",
-			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.EventPlugin},
+			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.EventPlugin, plugin.GCPlugin},
 			InitFn: func(ic *plugin.InitContext) (any, error) {
 				db, ex, err := metadataAndExchange(ic)
 				if err != nil {
 					return nil, err
 				}
-				return imagessvc.New(db.Images(), ex, nil), nil
+				c, err := plugin.Get[*gc.Collector](ic, plugin.GCPlugin, "scheduler")
+				if err != nil {
+					return nil, err
+				}
+				return imagessvc.New(db.Images(), ex, c), nil
 			},
 		},
 		{
 			Type: plugin.GRPCPlugin, ID: "leases",
-			Requires: []plugin.Type{plugin.MetadataPlugin},
+			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.GCPlugin},
 			InitFn: func(ic *plugin.InitContext) (any, error) {
 				db, err := plugin.Get[*metadata.DB](ic, plugin.MetadataPlugin, "bolt")
 				if err != nil {
 					return nil, err
 				}
-				return leasessvc.New(db.Leases(), nil), nil
+				c, err := plugin.Get[*gc.Collector](ic, plugin.GCPlugin, "scheduler")
+				if err != nil {
+					return nil, err
+				}
+				return leasessvc.New(db.Leases(), c), nil
 			},
 		},
 		{

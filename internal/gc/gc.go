@@ -101,6 +101,18 @@ func (c *Collector) Collect(ctx context.Context) (Stats, error) {
 	return st, err
 }
 
+// Deleted tells the collector something was deleted: with wait (a client's
+// `sync` delete), it collects now and returns when done; otherwise it
+// schedules a collection.
+func (c *Collector) Deleted(ctx context.Context, wait bool) error {
+	if !wait {
+		c.Schedule()
+		return nil
+	}
+	_, err := c.Collect(ctx)
+	return err
+}
+
 // Schedule asks for a collection soon; it never blocks.
 func (c *Collector) Schedule() {
 	select {

@@ -210,6 +210,10 @@ func collectNamespace(nsb *bolt.Bucket, ns string, now time.Time, res *GCResult)
 				}
 				if keep {
 					res.LiveIngests[string(b.Get(keyRef))] = true
+					// a writer may be about to commit bytes already on disk
+					if exp := b.Get(keyExpected); len(exp) > 0 {
+						res.LiveContent[digest.Digest(exp)] = true
+					}
 				} else {
 					dead = append(dead, append([]byte(nil), ref...))
 				}

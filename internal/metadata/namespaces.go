@@ -101,18 +101,13 @@ func (s *Namespaces) Delete(ctx context.Context, name string) error {
 		if b == nil {
 			return fmt.Errorf("namespace %q: %w", name, errdefs.ErrNotFound)
 		}
+		// as containerd: images, blobs, containers and snapshots keep a
+		// namespace; leases and ingests go with it.
 		var holds []string
-		err := b.ForEachBucket(func(k []byte) error {
-			if string(k) == string(bucketLabels) {
-				return nil
+		for _, path := range [][][]byte{{bucketImages}, {bucketContent, bucketBlob}, {bucketContainer}, {bucketSnapshots}} {
+			if sub := bucketPath(tx, name, path...); sub != nil && !bucketEmpty(sub) {
+				holds = append(holds, string(path[0]))
 			}
-			if !bucketEmpty(b.Bucket(k)) {
-				holds = append(holds, string(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
 		}
 		if len(holds) > 0 {
 			return fmt.Errorf("namespace %q must be empty, but it still has %v: %w", name, holds, errdefs.ErrFailedPrecondition)
