@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"github.com/berth-dev/berth/internal/gc"
 	"path/filepath"
 	"time"
@@ -72,7 +73,13 @@ func builtins() []*plugin.Registration {
 		{
 			Type: plugin.GCPlugin, ID: "scheduler",
 			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.ServicePlugin},
+			Config:   gc.DefaultConfig(),
 			InitFn: func(ic *plugin.InitContext) (any, error) {
+				cfg := ic.Config.(*gc.Config)
+				delay, err := time.ParseDuration(cfg.StartupDelay)
+				if err != nil {
+					return nil, fmt.Errorf("startup_delay %q: %w", cfg.StartupDelay, err)
+				}
 				db, err := plugin.Get[*metadata.DB](ic, plugin.MetadataPlugin, "bolt")
 				if err != nil {
 					return nil, err
@@ -81,7 +88,7 @@ func builtins() []*plugin.Registration {
 				if err != nil {
 					return nil, err
 				}
-				c := gc.New(db, cs, 100*time.Millisecond)
+				c := gc.New(db, cs, delay, cfg.DeletionThreshold)
 				c.Start(context.WithoutCancel(ic.Context))
 				return c, nil
 			},

@@ -12,11 +12,18 @@
 //     kept) or committed after the sweep: never deleted in between;
 //   - collections are serialised; requests made while one runs are coalesced
 //     into the next.
+//
+// Scheduling follows containerd's: a `sync` delete collects before it
+// returns; a collection runs shortly after start-up; other deletions are
+// counted and a collection is scheduled after DeletionThreshold of them.
+// Content nothing refers to therefore stays until one of those, as with
+// containerd (a blob ingested with `ctr content ingest` can still be read).
 package gc
 
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/content"
@@ -33,11 +40,25 @@ type Stats struct {
 	Duration time.Duration
 }
 
+// Config is the section [plugins."io.containerd.gc.v1.scheduler"].
+type Config struct {
+	// DeletionThreshold schedules a collection after this many deletions
+	// without sync; 0 leaves them to the next sync delete or start-up.
+	DeletionThreshold int `toml:"deletion_threshold"`
+	// StartupDelay is how long after start-up the first collection runs.
+	StartupDelay string `toml:"startup_delay"`
+}
+
+// DefaultConfig is containerd's default behaviour.
+func DefaultConfig() *Config { return &Config{DeletionThreshold: 100, StartupDelay: "100ms"} }
+
 // Collector runs collections, on demand and after deletions.
 type Collector struct {
-	db      *metadata.DB
-	content *metadata.ContentStore
-	delay   time.Duration
+	db        *metadata.DB
+	content   *metadata.ContentStore
+	delay     time.Duration
+	threshold int64
+	deletions atomic.Int64
 
 	run     sync.Mutex // one collection at a time
 	trigger chan struct{}
@@ -46,15 +67,18 @@ type Collector struct {
 	started bool
 }
 
-// New returns a collector; Start begins background collections.
-func New(db *metadata.DB, cs *metadata.ContentStore, delay time.Duration) *Collector {
-	return &Collector{db: db, content: cs, delay: delay, trigger: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+// New returns a collector; Start begins background collections. delay is
+// the start-up delay and the pause before a scheduled collection.
+func New(db *metadata.DB, cs *metadata.ContentStore, delay time.Duration, deletionThreshold int) *Collector {
+	return &Collector{db: db, content: cs, delay: delay, threshold: int64(deletionThreshold),
+		trigger: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 // Collect runs one collection now.
 func (c *Collector) Collect(ctx context.Context) (Stats, error) {
 	c.run.Lock()
 	defer c.run.Unlock()
+	c.deletions.Store(0)
 	start := time.Now()
 	var st Stats
 	err := c.content.Exclusive(func(backend content.Store) error {
@@ -106,11 +130,17 @@ func (c *Collector) Collect(ctx context.Context) (Stats, error) {
 // schedules a collection.
 func (c *Collector) Deleted(ctx context.Context, wait bool) error {
 	if !wait {
-		c.Schedule()
+		c.countDeletion()
 		return nil
 	}
 	_, err := c.Collect(ctx)
 	return err
+}
+
+func (c *Collector) countDeletion() {
+	if c.threshold > 0 && c.deletions.Add(1) >= c.threshold {
+		c.Schedule()
+	}
 }
 
 // Schedule asks for a collection soon; it never blocks.
@@ -125,7 +155,7 @@ func (c *Collector) Schedule() {
 // right away for what an earlier daemon left behind.
 func (c *Collector) Start(ctx context.Context) {
 	c.started = true
-	c.content.SetDeleteHook(func(context.Context, digest.Digest) { c.Schedule() })
+	c.content.SetDeleteHook(func(context.Context, digest.Digest) { c.countDeletion() })
 	c.Schedule()
 	go func() {
 		defer close(c.done)

@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	cs := metadata.NewContentStore(db, backend)
-	return &env{t: t, db: db, cs: cs, root: filepath.Join(dir, "content"), gc: New(db, cs, time.Millisecond),
+	return &env{t: t, db: db, cs: cs, root: filepath.Join(dir, "content"), gc: New(db, cs, time.Millisecond, 2),
 		ctx: namespaces.WithNamespace(context.Background(), "ns"), blobs: map[string]digest.Digest{}}
 }
 
@@ -188,11 +188,20 @@ func TestScheduledAfterDelete(t *testing.T) {
 		t.Fatal("start-up collection did not run")
 	}
 	d := e.put(e.ctx, "y", map[string]string{"containerd.io/gc.root": "x"})
+	e.put(e.ctx, "z", map[string]string{"containerd.io/gc.root": "x"})
 	if err := e.cs.Delete(e.ctx, d); err != nil {
 		t.Fatal(err)
 	}
+	// one deletion is below the threshold (2): nothing runs
+	time.Sleep(100 * time.Millisecond)
+	if !e.onDisk("y") {
+		t.Fatal("collected before the deletion threshold")
+	}
+	if err := e.cs.Delete(e.ctx, e.blobs["z"]); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for e.onDisk("y") {
+	for e.onDisk("y") || e.onDisk("z") {
 		if time.Now().After(deadline) {
 			t.Fatal("no collection scheduled after a delete")
 		}
