@@ -49,8 +49,11 @@ type Config struct {
 	StartupDelay string `toml:"startup_delay"`
 }
 
-// DefaultConfig is containerd's default behaviour.
-func DefaultConfig() *Config { return &Config{DeletionThreshold: 100, StartupDelay: "100ms"} }
+// DefaultConfig is containerd's default behaviour, but for the start-up
+// collection:
+// The start-up collection runs before berthd serves (containerd runs it
+// 100ms after), so no client can race it.
+func DefaultConfig() *Config { return &Config{DeletionThreshold: 100, StartupDelay: "0s"} }
 
 // Collector runs collections, on demand and after deletions.
 type Collector struct {
@@ -152,11 +155,18 @@ func (c *Collector) Schedule() {
 }
 
 // Start runs scheduled collections in the background until Close, and one
-// right away for what an earlier daemon left behind.
+// for what an earlier daemon left behind: before returning when the delay is
+// 0, in the background after the delay otherwise.
 func (c *Collector) Start(ctx context.Context) {
 	c.started = true
 	c.content.SetDeleteHook(func(context.Context, digest.Digest) { c.countDeletion() })
-	c.Schedule()
+	if c.delay == 0 {
+		if _, err := c.Collect(ctx); err != nil {
+			log.G(ctx).WithError(err).Warn("start-up garbage collection failed")
+		}
+	} else {
+		c.Schedule()
+	}
 	go func() {
 		defer close(c.done)
 		for {

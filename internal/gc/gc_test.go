@@ -181,7 +181,7 @@ func TestScheduledAfterDelete(t *testing.T) {
 	e.put(e.ctx, "x", nil)
 	e.gc.Start(context.Background())
 	defer e.gc.Close()
-	time.Sleep(50 * time.Millisecond) // the start-up collection ran
+	time.Sleep(50 * time.Millisecond) // the start-up collection ran after its delay
 	// unreferenced blobs stay until something deletes: x is not held by anything,
 	// so the start-up collection already removed it
 	if e.onDisk("x") {
