@@ -37,3 +37,12 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Side by side with Debian's containerd 1.6 on this machine, as root (about
+# 3.5 minutes; docs/benchmarks.md). BENCH_FLAGS passes flags, for example
+#   make bench BENCH_FLAGS='--only Create --reps 5 --json bench.json'
+BENCH_FLAGS ?=
+bench:
+	@command -v containerd >/dev/null || { apt-get update && apt-get install -y containerd; }
+	$(GO) build -o bin/berth-bench ./bench
+	./bin/berth-bench $(BENCH_FLAGS)
