@@ -1,0 +1,19 @@
+// Command containerd-shim-berth-v2 is berth's runtime v2 shim; the logic
+// lives in internal/shim.
+package main
+
+import (
+	"os"
+	"runtime"
+
+	"github.com/berth-dev/berth/internal/shim"
+)
+
+// No heap profiling in a shim: its bucket table alone would cost more than
+// the shim's live heap. Set in a variable initializer, before any
+// allocation that could be sampled.
+var _ = func() int { runtime.MemProfileRate = 0; return 0 }()
+
+func main() {
+	os.Exit(shim.Run(os.Args[1:]))
+}

@@ -1,0 +1,192 @@
+package shim
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// maxSocketPath is the longest path a sockaddr_un holds (108 bytes with
+// the terminating NUL).
+const maxSocketPath = 107
+
+// socketPath is the task socket of (address, ns, id): the sha256 of
+// filepath.Join(address, ns, id), the name containerd's shims use, in
+// <state>/s, or in /run/berth/s when that path would not fit a sockaddr_un.
+func socketPath(address, ns, id, bundle string) string {
+	sum := sha256.Sum256([]byte(filepath.Join(address, ns, id)))
+	name := hex.EncodeToString(sum[:])
+	p := filepath.Join(stateDir(bundle), "s", name)
+	if len(p) > maxSocketPath {
+		p = filepath.Join(fallbackState, "s", name)
+	}
+	return p
+}
+
+// start is the start verb: make the socket, launch the server, publish the
+// address. Running it again for a live shim returns the same address.
+func start(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) error {
+	raw, err := readLimited(stdin, 1<<20)
+	if err != nil {
+		return fmt.Errorf("read options: %w", err)
+	}
+	var shimCgroup string
+	if len(raw) > 0 {
+		var a anypb.Any
+		if err := proto.Unmarshal(raw, &a); err != nil {
+			return fmt.Errorf("decode options on stdin: %w", err)
+		}
+		opts, err := parseOptions(&a)
+		if err != nil {
+			return err
+		}
+		shimCgroup = opts.ShimCgroup
+	}
+
+	path := socketPath(cfg.address, cfg.namespace, cfg.id, cfg.bundle)
+	address := "unix://" + path
+	l, err := listenSocket(path)
+	if err != nil {
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+		if canConnect(path) {
+			// a server already answers for this id: reuse it.
+			if err := writeFileAtomic(filepath.Join(cfg.bundle, "address"), []byte(address), 0o600); err != nil {
+				return err
+			}
+			_, err = io.WriteString(stdout, address)
+			return err
+		}
+		_ = os.Remove(path)
+		if l, err = listenSocket(path); err != nil {
+			return err
+		}
+	}
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	lf, err := ul.File()
+	l.Close()
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	defer lf.Close()
+
+	self, err := os.Executable()
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	args := []string{"-namespace", cfg.namespace, "-id", cfg.id, "-address", cfg.address}
+	if cfg.publishBinary != "" {
+		args = append(args, "-publish-binary", cfg.publishBinary)
+	}
+	if cfg.debug {
+		args = append(args, "-debug")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Dir = cfg.bundle
+	cmd.ExtraFiles = []*os.File{lf}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("launch shim server: %w", err)
+	}
+	fail := func(err error) error {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+		os.Remove(path)
+		return err
+	}
+	if shimCgroup != "" {
+		if err := joinCgroup(shimCgroup, cmd.Process.Pid); err != nil {
+			return fail(fmt.Errorf("move shim to cgroup %s: %w", shimCgroup, err))
+		}
+	}
+	adjustOOMScore(ctx, cmd.Process.Pid)
+	if err := writeFileAtomic(filepath.Join(cfg.bundle, "address"), []byte(address), 0o600); err != nil {
+		return fail(err)
+	}
+	_ = cmd.Process.Release()
+	_, err = io.WriteString(stdout, address)
+	return err
+}
+
+// listenSocket listens on a filesystem unix socket, 0600 in a 0700 dir.
+func listenSocket(path string) (net.Listener, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("socket path %s is %d bytes, longer than %d", path, len(path), maxSocketPath)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func canConnect(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// removeSocket removes the socket named by an address, if it is ours.
+func removeSocket(address string) {
+	p := strings.TrimPrefix(address, "unix://")
+	if filepath.Base(filepath.Dir(p)) != "s" {
+		return
+	}
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(p)
+	}
+}
+
+// adjustOOMScore makes the shim one step more killable than the daemon
+// that started it, as containerd does, so a container's shim dies before
+// the daemon.
+func adjustOOMScore(ctx context.Context, pid int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", os.Getppid()))
+	if err != nil {
+		return
+	}
+	score, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return
+	}
+	if score < 1000 {
+		score++
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(score)), 0); err != nil {
+		log.G(ctx).WithError(err).Debug("adjust oom score of the shim")
+	}
+}
