@@ -260,10 +260,12 @@ func (a *applier) replace(pfd int, base string) error {
 
 func (a *applier) createFile(pfd int, base string, hdr *tar.Header, r io.Reader, mode uint32, ts *[2]unix.Timespec) error {
 	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := unix.Openat(pfd, base, flags, 0o600)
+	// Created with its final permissions where the umask allows, so that
+	// the usual file needs no chmod; setuid bits come after the chown.
+	fd, err := unix.Openat(pfd, base, flags, mode&0o777)
 	if err == unix.EEXIST {
 		if err = a.replace(pfd, base); err == nil {
-			fd, err = unix.Openat(pfd, base, flags, 0o600)
+			fd, err = unix.Openat(pfd, base, flags, mode&0o777)
 		}
 	}
 	if err != nil {
@@ -290,7 +292,8 @@ func (a *applier) createFile(pfd int, base string, hdr *tar.Header, r io.Reader,
 	if written != hdr.Size {
 		return fmt.Errorf("file data: %d bytes, header says %d: %w", written, hdr.Size, ErrInvalidLayer)
 	}
-	return a.finishFd(fd, hdr, mode, ts, true)
+	_, err = a.finishFd(fd, hdr, mode, ts)
+	return err
 }
 
 func writeAll(fd int, p []byte) error {
@@ -309,7 +312,8 @@ func writeAll(fd int, p []byte) error {
 
 func (a *applier) createDir(pfd int, name, base string, hdr *tar.Header, mode uint32, ts [2]unix.Timespec) error {
 	makeOpaque := false
-	err := unix.Mkdirat(pfd, base, 0o700)
+	dirPerm := mode&0o777 | 0o700 // we must be able to fill it
+	err := unix.Mkdirat(pfd, base, dirPerm)
 	if err == unix.EEXIST {
 		var st unix.Stat_t
 		if err = unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -320,7 +324,7 @@ func (a *applier) createDir(pfd int, name, base string, hdr *tar.Header, mode ui
 			// lower directory of that name show through.
 			makeOpaque = a.opts.overlay && st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
 			if err = a.replace(pfd, base); err == nil {
-				err = unix.Mkdirat(pfd, base, 0o700)
+				err = unix.Mkdirat(pfd, base, dirPerm)
 			}
 		}
 	}
@@ -338,17 +342,11 @@ func (a *applier) createDir(pfd int, name, base string, hdr *tar.Header, mode ui
 		}
 	}
 	// Times later, once the children are in.
-	if err := a.finishFd(fd, hdr, mode, nil, false); err != nil {
-		return err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	st, err := a.finishFd(fd, hdr, mode, nil)
+	if err != nil {
 		return err
 	}
 	a.dirs = append(a.dirs, dirTimes{name: name, id: idOf(&st), ts: ts})
-	if a.layer != nil {
-		a.layer[idOf(&st)] = struct{}{}
-	}
 	return nil
 }
 
@@ -392,32 +390,37 @@ func (a *applier) createLink(pfd int, base string, hdr *tar.Header, mode uint32,
 
 // finishFd applies owner, xattrs, mode and (unless ts is nil) times to the
 // object open as fd, in that order: chown clears setuid bits and file
-// capabilities.
-func (a *applier) finishFd(fd int, hdr *tar.Header, mode uint32, ts *[2]unix.Timespec, record bool) error {
-	if !a.opts.noSameOwner {
+// capabilities. Owner and mode are only changed where they differ, which
+// spares the common root-owned 0644/0755 file two inode updates.
+func (a *applier) finishFd(fd int, hdr *tar.Header, mode uint32, ts *[2]unix.Timespec) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return st, err
+	}
+	chowned := false
+	if !a.opts.noSameOwner && (int(st.Uid) != hdr.Uid || int(st.Gid) != hdr.Gid) {
 		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
-			return fmt.Errorf("chown %d:%d: %w", hdr.Uid, hdr.Gid, err)
+			return st, fmt.Errorf("chown %d:%d: %w", hdr.Uid, hdr.Gid, err)
 		}
+		chowned = true
 	}
 	if err := a.xattrs(hdr, func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) }, true); err != nil {
-		return err
+		return st, err
 	}
-	if err := unix.Fchmod(fd, mode); err != nil {
-		return fmt.Errorf("chmod %o: %w", mode, err)
+	if st.Mode&0o7777 != mode || (chowned && mode&0o6000 != 0) {
+		if err := unix.Fchmod(fd, mode); err != nil {
+			return st, fmt.Errorf("chmod %o: %w", mode, err)
+		}
 	}
 	if ts != nil {
 		if err := futimens(fd, ts); err != nil {
-			return fmt.Errorf("set times: %w", err)
+			return st, fmt.Errorf("set times: %w", err)
 		}
 	}
-	if record && a.layer != nil {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return err
-		}
+	if a.layer != nil {
 		a.layer[idOf(&st)] = struct{}{}
 	}
-	return nil
+	return st, nil
 }
 
 // finishAt is finishFd for objects without an fd of their own (symlinks,
@@ -429,16 +432,18 @@ func (a *applier) finishAt(pfd int, base string, hdr *tar.Header, mode uint32, c
 		return err
 	}
 	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
-	if !a.opts.noSameOwner {
+	chowned := false
+	if !a.opts.noSameOwner && (int(st.Uid) != hdr.Uid || int(st.Gid) != hdr.Gid) {
 		if err := unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown %d:%d: %w", hdr.Uid, hdr.Gid, err)
 		}
+		chowned = true
 	}
 	regOrDir := st.Mode&unix.S_IFMT == unix.S_IFREG || st.Mode&unix.S_IFMT == unix.S_IFDIR
 	if err := a.xattrs(hdr, func(k string, v []byte) error { return unix.Lsetxattr(procPath(pfd, base), k, v, 0) }, regOrDir); err != nil {
 		return err
 	}
-	if chmod && !isLink {
+	if chmod && !isLink && (st.Mode&0o7777 != mode || (chowned && mode&0o6000 != 0)) {
 		if err := lchmodat(pfd, base, mode); err != nil {
 			return fmt.Errorf("chmod %o: %w", mode, err)
 		}
