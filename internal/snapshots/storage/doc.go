@@ -50,9 +50,12 @@
 //   - the parent chain of a record is complete: a snapshot with children
 //     can not be removed, and parents are committed snapshots, which never
 //     change their id;
-//   - Cleanup runs in a write transaction and skips the new-* and rm-*
-//     directories this process is working on; only one process opens a
-//     root at a time (bbolt's file lock);
+//   - Cleanup lists the directories inside a write transaction (taken for
+//     its exclusion, rolled back), skips the new-* and rm-* directories
+//     this process is working on, and moves orphans named like ids aside
+//     before the transaction ends, so a creation can never lose its new
+//     directory to it; only one process opens a root at a time (bbolt's
+//     file lock);
 //   - expensive work (copying a parent, measuring usage) happens outside
 //     write transactions; what it was based on is checked again inside.
 package storage

@@ -321,8 +321,17 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 // Cleanup implements snapshots.Snapshotter: every entry of the snapshots
 // directory that is not the directory of a recorded snapshot, nor in use
 // by a creation or removal in progress, is removed.
+//
+// The entries are listed inside a write transaction, which excludes
+// creations from installing directories meanwhile. An orphan named like an
+// id (left by a creation whose transaction never committed) is moved aside
+// before the transaction ends, so that a creation that gets that id next
+// finds the name free instead of losing its directory to this removal.
 func (s *Snapshotter) Cleanup(ctx context.Context) error {
-	var doomed []string
+	var (
+		doomed []string
+		errs   []error
+	)
 	err := s.ms.Update(func(tx *Tx) error {
 		ids := tx.IDs()
 		s.mu.Lock()
@@ -337,33 +346,50 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 			if _, ok := ids[name]; ok || s.busy[name] > 0 {
 				continue
 			}
-			// Moved aside inside the transaction: a creation that gets
-			// this id next must find the name free, not lose its
-			// directory to this removal.
 			p := filepath.Join(s.layout.Snapshots(), name)
-			d := filepath.Join(s.layout.Snapshots(), fmt.Sprintf("rm-cleanup-%d-%s", stamp, name))
-			if err := os.Rename(p, d); err != nil {
-				return fmt.Errorf("move orphan %q aside: %w", p, err)
+			if isID(name) {
+				aside := filepath.Join(s.layout.Snapshots(), fmt.Sprintf("rm-cleanup-%d-%s", stamp, name))
+				if err := os.Rename(p, aside); err != nil {
+					errs = append(errs, fmt.Errorf("move orphan %q aside: %w", p, err))
+					continue
+				}
+				p = aside
 			}
-			s.busy[filepath.Base(d)]++
-			doomed = append(doomed, d)
+			s.busy[filepath.Base(p)]++
+			doomed = append(doomed, p)
 		}
-		return nil
+		// Nothing was written: roll back rather than sync a commit.
+		return errReadOnly
 	})
-	defer func() {
-		for _, d := range doomed {
-			s.release(filepath.Base(d))
-		}
-	}()
-	var errs []error
+	if !errors.Is(err, errReadOnly) {
+		errs = append(errs, err)
+	}
 	for _, d := range doomed {
 		if rerr := os.RemoveAll(d); rerr != nil {
 			errs = append(errs, rerr)
 		} else {
 			log.G(ctx).WithField("path", d).Debug("removed orphan snapshot directory")
 		}
+		s.release(filepath.Base(d))
 	}
-	return errors.Join(append([]error{err}, errs...)...)
+	return errors.Join(errs...)
+}
+
+// errReadOnly ends a write transaction, taken for its exclusion alone,
+// without committing.
+var errReadOnly = errors.New("read-only use of a write transaction")
+
+// isID reports whether a directory name could be a snapshot id.
+func isID(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Close implements snapshots.Snapshotter.
