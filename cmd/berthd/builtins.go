@@ -4,6 +4,11 @@ import (
 	"context"
 	"fmt"
 	"github.com/berth-dev/berth/internal/gc"
+	diffsvc "github.com/berth-dev/berth/internal/services/diff"
+	snapshotssvc "github.com/berth-dev/berth/internal/services/snapshots"
+	"github.com/berth-dev/berth/internal/snapshots"
+	"github.com/berth-dev/berth/internal/snapshots/native"
+	"github.com/berth-dev/berth/internal/snapshots/overlay"
 	"path/filepath"
 	"time"
 
@@ -71,6 +76,38 @@ func builtins() []*plugin.Registration {
 			},
 		},
 		{
+			Type: plugin.SnapshotPlugin, ID: "overlayfs",
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				ic.Meta.Platforms = append(ic.Meta.Platforms, platforms.DefaultSpec())
+				ic.Meta.Exports = map[string]string{"root": ic.Root}
+				return overlay.New(ic.Root)
+			},
+		},
+		{
+			Type: plugin.SnapshotPlugin, ID: "native",
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				ic.Meta.Platforms = append(ic.Meta.Platforms, platforms.DefaultSpec())
+				ic.Meta.Exports = map[string]string{"root": ic.Root}
+				return native.New(ic.Root)
+			},
+		},
+		{
+			// The snapshotters as clients see them: per namespace, with leases.
+			Type: plugin.ServicePlugin, ID: "snapshots-service",
+			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.SnapshotPlugin},
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				db, err := plugin.Get[*metadata.DB](ic, plugin.MetadataPlugin, "bolt")
+				if err != nil {
+					return nil, err
+				}
+				stores := map[string]*metadata.SnapshotStore{}
+				for name, sn := range plugin.All[snapshots.Snapshotter](ic.Plugins(), plugin.SnapshotPlugin) {
+					stores[name] = metadata.NewSnapshotStore(db, name, sn)
+				}
+				return snapshotStores(stores), nil
+			},
+		},
+		{
 			Type: plugin.GCPlugin, ID: "scheduler",
 			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.ServicePlugin},
 			Config:   gc.DefaultConfig(),
@@ -88,7 +125,13 @@ func builtins() []*plugin.Registration {
 				if err != nil {
 					return nil, err
 				}
-				c := gc.New(db, cs, delay, cfg.DeletionThreshold)
+				var snaps []*metadata.SnapshotStore
+				if stores, err := plugin.Get[snapshotStores](ic, plugin.ServicePlugin, "snapshots-service"); err == nil {
+					for _, st := range stores {
+						snaps = append(snaps, st)
+					}
+				}
+				c := gc.New(db, cs, delay, cfg.DeletionThreshold, snaps...)
 				c.Start(context.WithoutCancel(ic.Context))
 				return c, nil
 			},
@@ -165,6 +208,32 @@ func builtins() []*plugin.Registration {
 			},
 		},
 		{
+			Type: plugin.GRPCPlugin, ID: "snapshots",
+			Requires: []plugin.Type{plugin.ServicePlugin, plugin.MetadataPlugin, plugin.EventPlugin},
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				db, ex, err := metadataAndExchange(ic)
+				if err != nil {
+					return nil, err
+				}
+				stores, err := plugin.Get[snapshotStores](ic, plugin.ServicePlugin, "snapshots-service")
+				if err != nil {
+					return nil, err
+				}
+				return snapshotssvc.New(stores, db.Namespaces(), "overlayfs", ex), nil
+			},
+		},
+		{
+			Type: plugin.GRPCPlugin, ID: "diff",
+			Requires: []plugin.Type{plugin.ServicePlugin},
+			InitFn: func(ic *plugin.InitContext) (any, error) {
+				cs, err := plugin.Get[*metadata.ContentStore](ic, plugin.ServicePlugin, "content-service")
+				if err != nil {
+					return nil, err
+				}
+				return diffsvc.New(cs), nil
+			},
+		},
+		{
 			Type: plugin.GRPCPlugin, ID: "events",
 			Requires: []plugin.Type{plugin.EventPlugin},
 			InitFn: func(ic *plugin.InitContext) (any, error) {
@@ -232,6 +301,9 @@ func metadataAndExchange(ic *plugin.InitContext) (*metadata.DB, *events.Exchange
 	ex, err := plugin.Get[*events.Exchange](ic, plugin.EventPlugin, "exchange")
 	return db, ex, err
 }
+
+// snapshotStores are the namespaced snapshotters, by name.
+type snapshotStores = map[string]*metadata.SnapshotStore
 
 type healthService struct{ *health.Server }
 

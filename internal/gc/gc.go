@@ -34,10 +34,11 @@ import (
 
 // Stats tells what one collection removed and how long it took.
 type Stats struct {
-	Records  map[string]int // metadata records, by kind
-	Blobs    int            // blob files
-	Ingests  int            // backend ingests
-	Duration time.Duration
+	Records   map[string]int // metadata records, by kind
+	Blobs     int            // blob files
+	Snapshots int            // snapshots removed from snapshotters
+	Ingests   int            // backend ingests
+	Duration  time.Duration
 }
 
 // Config is the section [plugins."io.containerd.gc.v1.scheduler"].
@@ -59,6 +60,7 @@ func DefaultConfig() *Config { return &Config{DeletionThreshold: 100, StartupDel
 type Collector struct {
 	db        *metadata.DB
 	content   *metadata.ContentStore
+	snapshots []*metadata.SnapshotStore
 	delay     time.Duration
 	threshold int64
 	deletions atomic.Int64
@@ -72,8 +74,8 @@ type Collector struct {
 
 // New returns a collector; Start begins background collections. delay is
 // the start-up delay and the pause before a scheduled collection.
-func New(db *metadata.DB, cs *metadata.ContentStore, delay time.Duration, deletionThreshold int) *Collector {
-	return &Collector{db: db, content: cs, delay: delay, threshold: int64(deletionThreshold),
+func New(db *metadata.DB, cs *metadata.ContentStore, delay time.Duration, deletionThreshold int, snaps ...*metadata.SnapshotStore) *Collector {
+	return &Collector{db: db, content: cs, snapshots: snaps, delay: delay, threshold: int64(deletionThreshold),
 		trigger: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -120,9 +122,19 @@ func (c *Collector) Collect(ctx context.Context) (Stats, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		// snapshot records went in the metadata collection; now their data
+		for _, ss := range c.snapshots {
+			n, serr := ss.SweepBackend(ctx)
+			st.Snapshots += n
+			if serr != nil {
+				log.G(ctx).WithError(serr).WithField("snapshotter", ss.Name()).Warn("gc: sweep snapshots")
+			}
+		}
+	}
 	st.Duration = time.Since(start)
-	if err == nil && (st.Blobs > 0 || st.Ingests > 0 || len(st.Records) > 0) {
-		log.G(ctx).WithField("records", st.Records).WithField("blobs", st.Blobs).WithField("ingests", st.Ingests).
+	if err == nil && (st.Blobs > 0 || st.Ingests > 0 || st.Snapshots > 0 || len(st.Records) > 0) {
+		log.G(ctx).WithField("records", st.Records).WithField("blobs", st.Blobs).WithField("ingests", st.Ingests).WithField("snapshots", st.Snapshots).
 			WithField("d", st.Duration).Debug("garbage collected")
 	}
 	return st, err

@@ -164,16 +164,42 @@ func collectNamespace(nsb *bolt.Bucket, ns string, now time.Time, res *GCResult)
 			return nil
 		})
 	}
-	// follow references from marked content (snapshot references are
-	// followed by the snapshot store when it marks)
+	// roots: snapshots labelled gc.root
+	snapshotters := nsb.Bucket(bucketSnapshots)
+	if snapshotters != nil {
+		_ = snapshotters.ForEachBucket(func(sn []byte) error {
+			sb := snapshotters.Bucket(sn)
+			return sb.ForEachBucket(func(k []byte) error {
+				if _, ok := readLabels(sb.Bucket(k))[LabelGCRoot]; ok {
+					mark(gcNode{"snapshot", string(sn) + "/" + string(k)}, true)
+				}
+				return nil
+			})
+		})
+	}
+	// follow references: content labels; snapshot labels and parents
 	for len(queue) > 0 {
 		n := queue[0]
 		queue = queue[1:]
-		if n.kind != "content" || blobs == nil {
-			continue
-		}
-		if b := blobs.Bucket([]byte(n.key)); b != nil {
-			markRefs(readLabels(b))
+		switch n.kind {
+		case "content":
+			if blobs == nil {
+				continue
+			}
+			if b := blobs.Bucket([]byte(n.key)); b != nil {
+				markRefs(readLabels(b))
+			}
+		case "snapshot":
+			sn, key, _ := strings.Cut(n.key, "/")
+			if snapshotters == nil || snapshotters.Bucket([]byte(sn)) == nil {
+				continue
+			}
+			if b := snapshotters.Bucket([]byte(sn)).Bucket([]byte(key)); b != nil {
+				markRefs(readLabels(b))
+				if p := b.Get(keyParent); len(p) > 0 {
+					mark(gcNode{"snapshot", sn + "/" + string(p)}, true)
+				}
+			}
 		}
 	}
 
@@ -227,10 +253,38 @@ func collectNamespace(nsb *bolt.Bucket, ns string, now time.Time, res *GCResult)
 			}
 		}
 	}
+	// sweep snapshot records; the data goes with the snapshotter's sweep.
+	// What is unmarked is closed under children (a marked child marks its
+	// parent), so only a marked parent needs its children index mended.
 	snaps := map[string]bool{}
-	for n := range marked {
-		if n.kind == "snapshot" {
-			snaps[n.key] = true
+	if snapshotters != nil {
+		var sns [][]byte
+		_ = snapshotters.ForEachBucket(func(sn []byte) error { sns = append(sns, append([]byte(nil), sn...)); return nil })
+		for _, sn := range sns {
+			sb := snapshotters.Bucket(sn)
+			var dead [][]byte
+			_ = sb.ForEachBucket(func(k []byte) error {
+				if marked[gcNode{"snapshot", string(sn) + "/" + string(k)}] {
+					snaps[string(sn)+"/"+string(k)] = true
+				} else {
+					dead = append(dead, append([]byte(nil), k...))
+				}
+				return nil
+			})
+			for _, k := range dead {
+				parent := sb.Bucket(k).Get(keyParent)
+				if pb := sb.Bucket(parent); len(parent) > 0 && pb != nil {
+					if cb := pb.Bucket(bucketChildren); cb != nil {
+						if err := cb.Delete(k); err != nil {
+							return err
+						}
+					}
+				}
+				if err := sb.DeleteBucket(k); err != nil {
+					return err
+				}
+				res.Removed["snapshots"]++
+			}
 		}
 	}
 	res.LiveSnapshots[ns] = snaps
