@@ -66,37 +66,50 @@ func shimCtrdStart(t *testing.T) *shimCtrd {
 		t.Fatal(err)
 	}
 	c := &shimCtrd{t: t, dir: dir, sock: filepath.Join(dir, "c.sock"), state: filepath.Join(dir, "state"),
-		shim: shim, log: filepath.Join(dir, "containerd.log"), done: make(chan struct{})}
+		shim: shim, log: filepath.Join(dir, "containerd.log")}
 	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"+
 		"[grpc]\n  address = %q\n[ttrpc]\n  address = %q\n",
 		filepath.Join(dir, "root"), c.state, c.sock, c.sock+".ttrpc")
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(c.log)
+	t.Cleanup(c.cleanup)
+	c.launch()
+	return c
+}
+
+// launch starts containerd on the directory and waits until it answers.
+func (c *shimCtrd) launch() {
+	c.t.Helper()
+	logf, err := os.OpenFile(c.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	c.cmd = exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"), "--log-level", "debug")
-	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(shim)+":"+os.Getenv("PATH"))
+	c.done = make(chan struct{})
+	c.cmd = exec.Command("containerd", "--config", filepath.Join(c.dir, "config.toml"), "--log-level", "debug")
+	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(c.shim)+":"+os.Getenv("PATH"))
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	go func() { _ = c.cmd.Wait(); logf.Close(); close(c.done) }()
-	t.Cleanup(c.cleanup)
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); logf.Close(); close(done) }(c.cmd, c.done)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := c.ctr("version"); err == nil {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not answer:\n%s", c.logTail())
+			c.t.Fatalf("containerd did not answer:\n%s", c.logTail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return c
+}
+
+// kill SIGKILLs containerd; shims and containers stay.
+func (c *shimCtrd) kill() {
+	_ = c.cmd.Process.Kill()
+	<-c.done
 }
 
 func (c *shimCtrd) logTail() string {
@@ -517,6 +530,51 @@ func TestShimContainerd(t *testing.T) {
 		_ = cmd.Wait()
 	})
 
+	// stdin outlives the detached `ctr run -d`: a later attach writes to it.
+	t.Run("StdinAfterDetach", func(t *testing.T) {
+		c.mustCtr("run", "-d", "--runtime", shimCtrdRuntime, shimCtrdImage, "catter", "cat")
+		defer func() {
+			_, _ = c.ctr("tasks", "kill", "-s", "SIGKILL", "catter")
+			c.waitStatus("catter", "STOPPED")
+			_, _ = c.ctr("tasks", "delete", "catter")
+			_, _ = c.ctr("containers", "delete", "catter")
+		}()
+		time.Sleep(200 * time.Millisecond)
+		if _, st := c.taskStatus("catter"); st != "RUNNING" {
+			t.Fatalf("cat after ctr run -d exited: %q, want RUNNING (stdin must stay open)", st)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "ctr", "-a", c.sock, "tasks", "attach", "catter")
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, pw := io.Pipe()
+		cmd.Stdout = pw
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); pw.Close(); _ = cmd.Wait() }()
+		if _, err := io.WriteString(stdin, "ping\n"); err != nil {
+			t.Fatal(err)
+		}
+		line := make(chan string, 1)
+		go func() {
+			sc := bufio.NewScanner(pr)
+			sc.Scan()
+			line <- sc.Text()
+		}()
+		select {
+		case l := <-line:
+			if l != "ping" {
+				t.Fatalf("cat echoed %q, want ping", l)
+			}
+		case <-ctx.Done():
+			t.Fatal("no echo from cat within 10s")
+		}
+	})
+
 	t.Run("Terminal", func(t *testing.T) {
 		testutil.RequireBinary(t, "script")
 		line := fmt.Sprintf("ctr -a %s run --rm -t --runtime %s %s tty1 sh -c 'tty; exit 4'", c.sock, shimCtrdRuntime, shimCtrdImage)
@@ -640,6 +698,35 @@ func TestShimContainerd(t *testing.T) {
 			t.Errorf("socket %s of the dead shim: %v, want removed", addr, err)
 		}
 		_, _ = c.ctr("containers", "delete", "victim")
+	})
+
+	// Last: it kills containerd, and with it the events subscription. The
+	// shims outlive the daemon; the restarted daemon reconnects to them
+	// (address file, Connect) and sees what happened meanwhile.
+	t.Run("DaemonRestart", func(t *testing.T) {
+		c.mustCtr("run", "-d", "--runtime", shimCtrdRuntime, shimCtrdImage, "survivor", "sleep", "1000")
+		c.mustCtr("run", "-d", "--runtime", shimCtrdRuntime, shimCtrdImage, "casualty", "sleep", "1000")
+		casualty, _ := c.taskStatus("casualty")
+		c.kill()
+		if err := syscall.Kill(casualty, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // the exit is reaped and queued while no daemon listens
+		c.launch()
+		c.waitStatus("survivor", "RUNNING")
+		c.waitStatus("casualty", "STOPPED")
+		if out := c.mustCtr("tasks", "exec", "--exec-id", "after", "survivor", "echo", "still here"); !strings.Contains(out, "still here") {
+			t.Fatalf("exec after restart: %q", out)
+		}
+		if out := c.mustCtr("tasks", "delete", "casualty"); !strings.Contains(out, "137") {
+			t.Errorf("tasks delete casualty: %q, want exit code 137", out)
+		}
+		c.mustCtr("tasks", "kill", "-s", "SIGKILL", "survivor")
+		c.waitStatus("survivor", "STOPPED")
+		c.mustCtr("tasks", "delete", "survivor")
+		for _, id := range []string{"survivor", "casualty"} {
+			c.mustCtr("containers", "delete", id)
+		}
 	})
 }
 

@@ -85,7 +85,7 @@ func (c *container) runningExecs() int {
 type service struct {
 	ctx    context.Context
 	ns     string
-	pub    *publisher
+	pub    eventPublisher
 	reaper *reaper
 
 	mu         sync.Mutex
@@ -97,7 +97,12 @@ type service struct {
 	shutdown   func()
 }
 
-func newService(ctx context.Context, ns string, pub *publisher, shutdown func()) *service {
+// eventPublisher queues task events for the daemon without blocking.
+type eventPublisher interface {
+	publish(ctx context.Context, topic string, ev proto.Message)
+}
+
+func newService(ctx context.Context, ns string, pub eventPublisher, shutdown func()) *service {
 	return &service{
 		ctx: ctx, ns: ns, pub: pub, shutdown: shutdown,
 		containers: make(map[string]*container),
@@ -389,25 +394,40 @@ func (s *service) Start(ctx context.Context, r *task.StartRequest) (*task.StartR
 
 	if p.init {
 		err := c.runc.Start(ctx, c.id)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		p.starting = false
-		if err == nil {
-			p.state = stateRunning
-			s.pub.publish(s.ctx, "/tasks/start", &events.TaskStart{ContainerID: c.id, Pid: uint32(p.pid)})
-		}
-		if p.held != nil {
-			e := *p.held
-			p.held = nil
-			s.exitedLocked(p, e)
-		}
+		s.initStarted(p, err)
 		if err != nil {
 			return nil, runtimeError(c.bundle, err, "OCI runtime start failed")
 		}
 		return &task.StartResponse{Pid: uint32(p.pid)}, nil
 	}
-
 	pio, pid, err := s.startExec(ctx, c, p)
+	s.execStarted(p, pio, pid, err)
+	if err != nil {
+		return nil, err
+	}
+	return &task.StartResponse{Pid: uint32(pid)}, nil
+}
+
+// initStarted ends the start of init: TaskStart (on success), then the
+// exit that may have been reaped meanwhile.
+func (s *service) initStarted(p *process, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.starting = false
+	if err == nil {
+		p.state = stateRunning
+		s.pub.publish(s.ctx, "/tasks/start", &events.TaskStart{ContainerID: p.c.id, Pid: uint32(p.pid)})
+	}
+	if p.held != nil {
+		e := *p.held
+		p.held = nil
+		s.exitedLocked(p, e)
+	}
+}
+
+// execStarted ends the start of an exec: its pid becomes known, then
+// TaskExecStarted, then an exit of that pid reaped meanwhile.
+func (s *service) execStarted(p *process, pio *processIO, pid int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.starting--
@@ -416,13 +436,12 @@ func (s *service) Start(ctx context.Context, r *task.StartRequest) (*task.StartR
 		p.state, p.status, p.exitedAt = stateStopped, 255, time.Now()
 		close(p.done)
 		s.replayHeldLocked()
-		return nil, err
+		return
 	}
 	p.pid, p.io, p.state = pid, pio, stateRunning
 	s.byPid[pid] = p
-	s.pub.publish(s.ctx, "/tasks/exec-started", &events.TaskExecStarted{ContainerID: c.id, ExecID: p.id, Pid: uint32(pid)})
+	s.pub.publish(s.ctx, "/tasks/exec-started", &events.TaskExecStarted{ContainerID: p.c.id, ExecID: p.id, Pid: uint32(pid)})
 	s.replayHeldLocked()
-	return &task.StartResponse{Pid: uint32(pid)}, nil
 }
 
 func (s *service) startExec(ctx context.Context, c *container, p *process) (*processIO, int, error) {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/containerd/console"
-	"github.com/containerd/fifo"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
@@ -56,7 +55,8 @@ type processIO struct {
 	logger *logger
 
 	mu         sync.Mutex
-	stdinSrc   io.ReadCloser
+	stdinSrc   *os.File // read end of the stdin FIFO
+	stdinKeep  *os.File // our write end of it, dropped by CloseIO
 	stdinShut  bool
 	master     *os.File // pollable duplicate of the pty master
 	console    console.Console
@@ -163,19 +163,16 @@ func (pio *processIO) start(con console.Console) error {
 	if pio.s.stdin == "" || stdinDst == nil {
 		return nil
 	}
-	src, err := fifo.OpenFifo(context.Background(), pio.s.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	src, keep, err := openStdin(pio.s.stdin)
 	if err != nil {
 		closeDst()
-		return fmt.Errorf("open stdin %s: %w", pio.s.stdin, err)
+		return err
 	}
 	pio.mu.Lock()
-	if pio.stdinShut {
-		pio.mu.Unlock()
-		src.Close()
-		closeDst()
-		return nil
+	pio.stdinSrc, pio.stdinKeep = src, keep
+	if pio.stdinShut && keep != nil {
+		keep.Close()
 	}
-	pio.stdinSrc = src
 	pio.mu.Unlock()
 	go func() {
 		copyBuffered(stdinDst, src)
@@ -183,6 +180,34 @@ func (pio *processIO) start(con console.Console) error {
 		src.Close()
 	}()
 	return nil
+}
+
+// openStdin opens the client's stdin FIFO for reading, and for writing
+// too: that handle of our own keeps the reader from seeing end of file when
+// the client goes away (`run -d`, a detached attach). The process sees end
+// of file once CloseIO dropped our handle and no client writes.
+func openStdin(path string) (src, keep *os.File, err error) {
+	if u, err := url.Parse(path); err == nil && u.Scheme == "fifo" {
+		path = u.Path
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open stdin %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeNamedPipe == 0 {
+		src, err := os.Open(path)
+		return src, nil, err
+	}
+	// The read end first, non-blocking: opening the write end then
+	// cannot block.
+	if src, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0); err != nil {
+		return nil, nil, fmt.Errorf("open stdin %s: %w", path, err)
+	}
+	if keep, err = os.OpenFile(path, os.O_WRONLY, 0); err != nil {
+		src.Close()
+		return nil, nil, fmt.Errorf("open stdin %s: %w", path, err)
+	}
+	return src, keep, nil
 }
 
 func (pio *processIO) copyOut(dst io.WriteCloser, src io.Reader) {
@@ -193,15 +218,15 @@ func (pio *processIO) copyOut(dst io.WriteCloser, src io.Reader) {
 	}()
 }
 
-// closeStdin is CloseIO: the process sees end of file on stdin.
+// closeStdin is CloseIO: drop our own write handle of the stdin FIFO, so
+// the process sees end of file once the client's writer is gone too.
 func (pio *processIO) closeStdin() {
 	pio.mu.Lock()
-	pio.stdinShut = true
-	src := pio.stdinSrc
-	pio.mu.Unlock()
-	if src != nil {
-		src.Close()
+	defer pio.mu.Unlock()
+	if !pio.stdinShut && pio.stdinKeep != nil {
+		pio.stdinKeep.Close()
 	}
+	pio.stdinShut = true
 }
 
 // resize sets the pty's window size.
@@ -231,8 +256,11 @@ func (pio *processIO) close() {
 	pio.closedOnce.Do(func() {
 		pio.closeStdin()
 		pio.mu.Lock()
-		master, con := pio.master, pio.console
+		master, con, src := pio.master, pio.console, pio.stdinSrc
 		pio.mu.Unlock()
+		if src != nil {
+			src.Close()
+		}
 		if master != nil {
 			master.Close()
 		}
