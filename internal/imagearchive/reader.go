@@ -663,10 +663,10 @@ func (im *importer) resolve(name string) (*member, error) {
 
 // plan is what an archive's images need.
 type plan struct {
-	graph  *Graph              // the blobs the selected images need (OCI)
+	graph  *Graph               // the blobs the selected images need (OCI)
 	roots  []ocispec.Descriptor // the selected entries of index.json (OCI)
-	docker []*dockerImage      // the selected images of manifest.json (docker)
-	needed []*member           // the members to write
+	docker []*dockerImage       // the selected images of manifest.json (docker)
+	needed []*member            // the members to write
 }
 
 type dockerImage struct {
