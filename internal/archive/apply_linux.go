@@ -227,7 +227,13 @@ func (a *applier) create(pfd int, name, base string, hdr *tar.Header, r io.Reade
 		return a.createLink(pfd, base, hdr, mode, &ts)
 
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		kind := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[hdr.Typeflag]
+		kind := uint32(unix.S_IFIFO)
+		switch hdr.Typeflag {
+		case tar.TypeChar:
+			kind = unix.S_IFCHR
+		case tar.TypeBlock:
+			kind = unix.S_IFBLK
+		}
 		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
 		err := unix.Mknodat(pfd, base, kind|mode&0o777, dev)
 		if err == unix.EEXIST {
