@@ -56,7 +56,10 @@ var commands = []func() *cli.Command{
 	versionCommand,
 	pluginsCommand,
 	namespacesCommand,
+	imagesCommand,
+	contentCommand,
 	containersCommand,
+	leasesCommand,
 	eventsCommand,
 }
 
