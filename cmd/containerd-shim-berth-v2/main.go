@@ -9,9 +9,8 @@ import (
 	"github.com/berth-dev/berth/internal/shim"
 )
 
-// No heap profiling in a shim: its bucket table alone would cost more than
-// the shim's live heap. Set in a variable initializer, before any
-// allocation that could be sampled.
+// No heap profiling in a shim (the server also gets GODEBUG=memprofilerate=0
+// from start, which takes effect before the packages' init allocations).
 var _ = func() int { runtime.MemProfileRate = 0; return 0 }()
 
 func main() {

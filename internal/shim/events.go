@@ -23,6 +23,9 @@ const (
 	forwardTimeout   = 5 * time.Second
 	maxEventAttempts = 2 * time.Minute // how long one event is retried before it is dropped
 	maxQueuedEvents  = 4096
+	// eventsIdleTimeout is how long the connection to the daemon stays
+	// open without events.
+	eventsIdleTimeout = 5 * time.Second
 )
 
 // publisher forwards task events to the daemon's ttrpc Events service in
@@ -33,17 +36,16 @@ type publisher struct {
 	address string
 
 	mu      sync.Mutex
-	cond    *sync.Cond
 	queue   []*types.Envelope
 	closing bool
+	kick    chan struct{} // a new event or close
 
 	client *ttrpc.Client
 	done   chan struct{}
 }
 
 func newPublisher(address, ns string) *publisher {
-	p := &publisher{ns: ns, address: address, done: make(chan struct{})}
-	p.cond = sync.NewCond(&p.mu)
+	p := &publisher{ns: ns, address: address, done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	go p.run()
 	return p
 }
@@ -68,15 +70,22 @@ func (p *publisher) publish(ctx context.Context, topic string, ev proto.Message)
 		p.queue = p.queue[1:]
 	}
 	p.queue = append(p.queue, env)
-	p.cond.Signal()
+	p.wake()
+}
+
+func (p *publisher) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 // close flushes the queue for at most timeout and stops the sender.
 func (p *publisher) close(timeout time.Duration) {
 	p.mu.Lock()
 	p.closing = true
-	p.cond.Broadcast()
 	p.mu.Unlock()
+	p.wake()
 	select {
 	case <-p.done:
 	case <-time.After(timeout):
@@ -85,17 +94,28 @@ func (p *publisher) close(timeout time.Duration) {
 
 func (p *publisher) run() {
 	defer close(p.done)
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
 	for {
 		p.mu.Lock()
-		for len(p.queue) == 0 && !p.closing {
-			p.cond.Wait()
-		}
 		if len(p.queue) == 0 {
+			closing := p.closing
 			p.mu.Unlock()
-			if p.client != nil {
-				p.client.Close()
+			if closing {
+				p.disconnect()
+				return
 			}
-			return
+			// Idle: wait for an event; drop the connection after a while,
+			// its goroutines and buffers are worth more than a redial.
+			idle.Reset(eventsIdleTimeout)
+			select {
+			case <-p.kick:
+			case <-idle.C:
+				p.disconnect()
+				<-p.kick
+			}
+			idle.Stop()
+			continue
 		}
 		env := p.queue[0]
 		p.mu.Unlock()
@@ -108,6 +128,13 @@ func (p *publisher) run() {
 			p.queue = nil // let the backing array go
 		}
 		p.mu.Unlock()
+	}
+}
+
+func (p *publisher) disconnect() {
+	if p.client != nil {
+		p.client.Close()
+		p.client = nil
 	}
 }
 

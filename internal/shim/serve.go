@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -22,9 +21,6 @@ import (
 // socket's listener on fd 3 and cwd = bundle.
 func serve(ctx context.Context, cfg config) error {
 	setupLogging(cfg.debug)
-	// A shim is long-lived and mostly idle: keep the heap close to what is live.
-	debug.SetGCPercent(50)
-	debug.SetMemoryLimit(16 << 20)
 	// One P: the shim's work is waiting on runc and pipes, and every P
 	// costs per-P caches and, with its own thread, a signal stack.
 	runtime.GOMAXPROCS(1)

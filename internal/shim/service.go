@@ -773,12 +773,22 @@ func (s *service) Checkpoint(ctx context.Context, r *task.CheckpointTaskRequest)
 	if image == "" {
 		return nil, fmt.Errorf("checkpoint task %q: no image path: %w", r.ID, errdefs.ErrInvalidArgument)
 	}
+	work := o.WorkPath
+	if work == "" {
+		// containerd's place: the persistent work dir the daemon links
+		// into the bundle, else the bundle.
+		work = filepath.Join(c.bundle, "work", "criu-work")
+		if _, err := os.Stat(filepath.Join(c.bundle, "work")); err != nil {
+			work = filepath.Join(c.bundle, "criu-work")
+		}
+		defer os.RemoveAll(work)
+	}
 	var actions []runc.CheckpointAction
 	if !o.Exit {
 		actions = append(actions, runc.LeaveRunning)
 	}
 	err = c.runc.Checkpoint(ctx, c.id, &runc.CheckpointOpts{
-		ImagePath: image, WorkDir: o.WorkPath, ParentPath: o.ParentPath,
+		ImagePath: image, WorkDir: work, ParentPath: o.ParentPath,
 		AllowOpenTCP: o.OpenTcp, AllowExternalUnixSockets: o.ExternalUnixSockets, AllowTerminal: o.Terminal,
 		FileLocks: o.FileLocks, EmptyNamespaces: o.EmptyNamespaces, Cgroups: runc.CgroupMode(o.CgroupsMode),
 	}, actions...)

@@ -102,6 +102,7 @@ func start(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) e
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cfg.bundle
+	cmd.Env = append(os.Environ(), "GODEBUG="+strings.TrimSuffix(serverGODEBUG+","+os.Getenv("GODEBUG"), ","))
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -127,6 +128,12 @@ func start(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) e
 	_, err = io.WriteString(stdout, address)
 	return err
 }
+
+// serverGODEBUG trims the server's runtime before its first allocation,
+// which only the environment can: no heap profiling (its bucket table and
+// records outweigh the shim's live heap) and no cgroup-driven GOMAXPROCS
+// (its scratch buffer and open cgroup files; the server runs on one P).
+const serverGODEBUG = "memprofilerate=0,cgroupgomaxprocs=0,updatemaxprocs=0"
 
 // listenSocket listens on a filesystem unix socket, 0600 in a 0700 dir.
 func listenSocket(path string) (net.Listener, error) {

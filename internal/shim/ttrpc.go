@@ -3,6 +3,8 @@ package shim
 import (
 	"context"
 	"runtime/debug"
+	"runtime/metrics"
+	"sync"
 	"time"
 
 	task "github.com/containerd/containerd/api/runtime/task/v2"
@@ -37,10 +39,30 @@ func unary[Req any, PReq interface {
 	}
 }
 
-// trimTimer returns the memory freed by a burst of calls to the system
-// once the shim has been quiet for a second: a shim idles for hours, and
-// its heap after start-up is mostly garbage.
-var trimTimer = time.AfterFunc(time.Hour, debug.FreeOSMemory)
+// trimTimer returns memory to the system once the shim has been quiet for
+// a second after a burst of calls, when the burst made the heap grow past
+// a collection: a shim idles for hours. Without a collection since the
+// last trim there is nothing to return, and forcing one would only touch
+// the collector's metadata.
+var trimTimer = time.AfterFunc(time.Hour, trim)
+
+var (
+	trimMu     sync.Mutex
+	lastCycles uint64
+)
+
+func trim() {
+	trimMu.Lock()
+	defer trimMu.Unlock()
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[0].Value.Uint64() == lastCycles {
+		return
+	}
+	debug.FreeOSMemory()
+	metrics.Read(s)
+	lastCycles = s[0].Value.Uint64()
+}
 
 func trimSoon() { trimTimer.Reset(time.Second) }
 
