@@ -441,6 +441,21 @@ func TestShimContainerd(t *testing.T) {
 		}
 	})
 
+	// A container over its memory limit: TaskOOM, then its exit (137).
+	t.Run("OOM", func(t *testing.T) {
+		_, err := c.run([]string{"--rm", "--memory-limit", strconv.Itoa(16 << 20)}, "oom",
+			"sh", "-c", "a=aaaaaaaaaaaaaaaa; while true; do a=$a$a; done")
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 137 {
+			t.Fatalf("ctr run: %v, want exit status 137", err)
+		}
+		got := shimCtrdTopics(events.of(t, "oom", "/tasks/delete"))
+		want := []string{"/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit", "/tasks/delete"}
+		if !slices.Equal(got, want) {
+			t.Fatalf("events of oom: %q, want %q", got, want)
+		}
+	})
+
 	t.Run("Detached", func(t *testing.T) {
 		c.mustCtr("run", "-d", "--runtime", shimCtrdRuntime, shimCtrdImage, "det", "sleep", "1000")
 		if _, st := c.taskStatus("det"); st != "RUNNING" {
