@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -293,6 +294,16 @@ func TestTasksLongRunning(t *testing.T) {
 			}
 			if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "sleeper"}); !errdefs.IsFailedPrecondition(native(err)) {
 				t.Errorf("delete while running: %v", err)
+			}
+			// checkpoint needs criu: without it, a clear error of the right class
+			if _, err := exec.LookPath("criu"); err != nil {
+				_, err := e.ts.Checkpoint(e.ctx(), &tasks.CheckpointTaskRequest{ContainerID: "sleeper"})
+				if shim == "containerd-shim-berth-v2" && (!errdefs.IsFailedPrecondition(native(err)) || !strings.Contains(err.Error(), "criu is not installed")) {
+					t.Errorf("checkpoint without criu: %v, want FailedPrecondition naming criu", err)
+				}
+				if err == nil {
+					t.Errorf("checkpoint without criu succeeded")
+				}
 			}
 
 			// restart berthd with SIGKILL: the task keeps running and is reattached

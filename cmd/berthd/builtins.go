@@ -270,7 +270,7 @@ func builtins() []*plugin.Registration {
 		},
 		{
 			Type: plugin.GRPCPlugin, ID: "tasks",
-			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.RuntimePluginV2},
+			Requires: []plugin.Type{plugin.MetadataPlugin, plugin.RuntimePluginV2, plugin.ServicePlugin},
 			InitFn: func(ic *plugin.InitContext) (any, error) {
 				db, err := plugin.Get[*metadata.DB](ic, plugin.MetadataPlugin, "bolt")
 				if err != nil {
@@ -280,7 +280,11 @@ func builtins() []*plugin.Registration {
 				if err != nil {
 					return nil, err
 				}
-				return taskssvc.New(db.Containers(), rt), nil
+				cs, err := plugin.Get[*metadata.ContentStore](ic, plugin.ServicePlugin, "content-service")
+				if err != nil {
+					return nil, err
+				}
+				return taskssvc.New(db.Containers(), cs, rt), nil
 			},
 		},
 		{

@@ -5,8 +5,16 @@
 package tasks
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"os"
+
 	"fmt"
+	"github.com/berth-dev/berth/internal/archive"
+	"github.com/berth-dev/berth/internal/content"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"google.golang.org/protobuf/proto"
 	"time"
 
 	"github.com/berth-dev/berth/internal/filters"
@@ -27,12 +35,13 @@ import (
 type Service struct {
 	api.UnimplementedTasksServer
 	containers *metadata.Containers
+	content    content.Store
 	runtime    *runtime.Manager
 }
 
-// New returns the service.
-func New(c *metadata.Containers, r *runtime.Manager) *Service {
-	return &Service{containers: c, runtime: r}
+// New returns the service; cs receives checkpoints.
+func New(c *metadata.Containers, cs content.Store, r *runtime.Manager) *Service {
+	return &Service{containers: c, content: cs, runtime: r}
 }
 
 // RegisterGRPC adds the service to s.
@@ -257,12 +266,87 @@ func (s *Service) ListPids(ctx context.Context, req *api.ListPidsRequest) (*api.
 	return &api.ListPidsResponse{Processes: r.Processes}, nil
 }
 
-// Checkpoint is not supported yet: it needs the image written to content.
+// Media types of a checkpoint in the content store, as containerd's.
+const (
+	MediaTypeCheckpoint       = "application/vnd.containerd.container.criu.checkpoint.criu.tar"
+	MediaTypeCheckpointConfig = "application/vnd.containerd.container.checkpoint.config.v1+proto"
+)
+
+// Checkpoint has the shim checkpoint the task with criu. With an image path
+// in the options the checkpoint stays there; otherwise, as containerd does,
+// it is written to the content store as a tar, with the container's spec,
+// and their descriptors are returned.
 func (s *Service) Checkpoint(ctx context.Context, req *api.CheckpointTaskRequest) (*api.CheckpointTaskResponse, error) {
-	if _, err := s.runtime.Get(ctx, req.ContainerID); err != nil {
+	t, err := s.runtime.Get(ctx, req.ContainerID)
+	if err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("checkpoint of task %q is not supported by berth yet: %w", req.ContainerID, errdefs.ErrNotImplemented)
+	c, err := s.containers.Get(ctx, req.ContainerID)
+	if err != nil {
+		return nil, err
+	}
+	var opts options.CheckpointOptions
+	if req.Options != nil && len(req.Options.Value) > 0 {
+		if err := proto.Unmarshal(req.Options.Value, &opts); err != nil {
+			return nil, fmt.Errorf("checkpoint options of %q: %v: %w", req.ContainerID, err, errdefs.ErrInvalidArgument)
+		}
+	}
+	dir := opts.ImagePath
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "berth-checkpoint-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	if _, err := t.Shim().Checkpoint(ctx, &taskapi.CheckpointTaskRequest{ID: t.ID, Path: dir, Options: req.Options}); err != nil {
+		return nil, shimErr(err)
+	}
+	if opts.ImagePath != "" {
+		return &api.CheckpointTaskResponse{}, nil
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		empty, err := os.MkdirTemp("", "berth-empty-")
+		if err == nil {
+			err = archive.Diff(ctx, empty, dir, pw)
+			os.RemoveAll(empty)
+		}
+		pw.CloseWithError(err)
+	}()
+	cp, err := s.writeBlob(ctx, "checkpoint-"+t.ID, MediaTypeCheckpoint, pr)
+	pr.Close()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := proto.Marshal(c.Spec)
+	if err != nil {
+		return nil, err
+	}
+	sd, err := s.writeBlob(ctx, "checkpoint-config-"+t.ID, MediaTypeCheckpointConfig, bytes.NewReader(spec))
+	if err != nil {
+		return nil, err
+	}
+	return &api.CheckpointTaskResponse{Descriptors: []*types.Descriptor{cp, sd}}, nil
+}
+
+func (s *Service) writeBlob(ctx context.Context, ref, mediaType string, r io.Reader) (*types.Descriptor, error) {
+	w, err := s.content.Writer(ctx, content.WithRef(ref))
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	if err := w.Truncate(0); err != nil {
+		return nil, err
+	}
+	n, err := io.Copy(w, r)
+	if err != nil {
+		return nil, err
+	}
+	d := w.Digest()
+	if err := w.Commit(ctx, n, d); err != nil && !errdefs.IsAlreadyExists(err) {
+		return nil, err
+	}
+	return &types.Descriptor{MediaType: mediaType, Digest: d.String(), Size: n}, nil
 }
 
 // Update changes the task's resources.
