@@ -25,7 +25,12 @@ const rootRel = "l1/l2/l3/root"
 
 func newSandbox(t testing.TB) *sandbox {
 	t.Helper()
-	base := t.TempDir()
+	return newSandboxIn(t, t.TempDir())
+}
+
+// newSandboxIn builds the sandbox in the empty directory base.
+func newSandboxIn(t testing.TB, base string) *sandbox {
+	t.Helper()
 	s := &sandbox{base: base, root: filepath.Join(base, rootRel), outside: filepath.Join(base, "outside")}
 	for _, d := range []string{s.root, filepath.Join(s.outside, "dir"), filepath.Join(s.root, "etc")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
