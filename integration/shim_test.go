@@ -91,6 +91,7 @@ func (c *shimCtrd) launch() {
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
+		c.cmd = nil
 		c.t.Fatal(err)
 	}
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); logf.Close(); close(done) }(c.cmd, c.done)
@@ -132,17 +133,18 @@ func (c *shimCtrd) cleanup() {
 			_, _ = c.ctr("tasks", "delete", "-f", id)
 		}
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
+	if c.cmd != nil && c.cmd.Process != nil {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
 	}
 	for _, pid := range shimCtrdShims(c.sock, "") {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	_ = exec.Command("runc", "--root", filepath.Join(c.state, "runc", "default"), "list", "-q").Run()
 	if out, err := exec.Command("runc", "--root", filepath.Join(c.state, "runc", "default"), "list", "-q").Output(); err == nil {
 		for _, id := range strings.Fields(string(out)) {
 			_ = exec.Command("runc", "--root", filepath.Join(c.state, "runc", "default"), "delete", "-f", id).Run()
