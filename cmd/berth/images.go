@@ -760,7 +760,7 @@ func imagesTag(c *cli.Context) error {
 		}
 		if err != nil {
 			return cl.fail(err, "create", imageObject(cl, dst),
-				when(errdefs.ErrAlreadyExists, fmt.Sprintf("already exists%s (pass --force to point it at %s)", imageObject(cl, dst).where(), src)))
+				when(errdefs.ErrAlreadyExists, fmt.Sprintf("already exists (pass --force to point it at %s)", src)))
 		}
 		fmt.Fprintln(c.App.Writer, dst)
 		return nil
