@@ -467,8 +467,16 @@ func imagesImport(c *cli.Context) error {
 		}
 	}
 	if importUnpack != nil && !c.Bool("no-unpack") {
-		if err := importUnpack(c, lctx, cl, res.Images); err != nil {
-			return err
+		images, notes := unpackable(lctx, documents(api), res.Images)
+		if !c.Bool("quiet") {
+			for _, n := range notes {
+				fmt.Fprintln(c.App.Writer, n)
+			}
+		}
+		if len(images) > 0 {
+			if err := importUnpack(c, lctx, cl, images); err != nil {
+				return err
+			}
 		}
 	}
 	for _, img := range res.Images {
@@ -479,6 +487,39 @@ func imagesImport(c *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// unpackable picks the images an import can unpack: those whose manifest for this host's
+// platform it imported (not the images of --platform for another one, nor those of
+// --all-platforms that have no manifest for this host). notes say why the others are not.
+func unpackable(ctx context.Context, fetch imagearchive.Fetcher, images []imagearchive.Image) ([]imagearchive.Image, []string) {
+	host := imagearchive.Selection{Platform: platforms.Default(), Name: platforms.DefaultString()}
+	var out []imagearchive.Image
+	var notes []string
+	for _, img := range images {
+		var g imagearchive.Graph
+		if err := g.Walk(ctx, fetch, img.Target, host); err != nil || len(g.Manifests()) == 0 {
+			notes = append(notes, fmt.Sprintf("not unpacked: %s has no %s manifest imported (this host's platform)", img.Name, host.Name))
+			continue
+		}
+		m := g.Manifests()[0]
+		mf, err := imagearchive.ParseManifest(m.Doc, m.Desc)
+		if err != nil || !imagearchive.IsConfigType(mf.Config.MediaType) {
+			notes = append(notes, fmt.Sprintf("not unpacked: %s is not a container image", img.Name))
+			continue
+		}
+		cfg, err := fetch(ctx, mf.Config)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("not unpacked: %s: config %s: %v", img.Name, mf.Config.Digest, err))
+			continue
+		}
+		if p, err := imagearchive.ConfigPlatform(cfg); err != nil || !host.Platform.Match(p) {
+			notes = append(notes, fmt.Sprintf("not unpacked: %s is for %s, not this host's %s", img.Name, platforms.Format(p), host.Name))
+			continue
+		}
+		out = append(out, img)
+	}
+	return out, notes
 }
 
 // importProgress shows an import: on a terminal a status line (the blob being written,
