@@ -32,6 +32,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -498,6 +499,41 @@ func TestShimContainerd(t *testing.T) {
 			if e.topic == "/tasks/exit" && e.id == "det" && e.exitStatus != 137 {
 				t.Errorf("exit event of det: status %d, want 137", e.exitStatus)
 			}
+		}
+	})
+
+	// Update has no ctr verb in 1.6: call the shim's task API directly,
+	// beside containerd's own connection.
+	t.Run("Update", func(t *testing.T) {
+		c.mustCtr("run", "-d", "--runtime", shimCtrdRuntime, shimCtrdImage, "upd", "sleep", "1000")
+		defer func() {
+			_, _ = c.ctr("tasks", "kill", "-s", "SIGKILL", "upd")
+			c.waitStatus("upd", "STOPPED")
+			_, _ = c.ctr("tasks", "delete", "upd")
+			_, _ = c.ctr("containers", "delete", "upd")
+		}()
+		addr, err := os.ReadFile(filepath.Join(c.state, "io.containerd.runtime.v2.task", "default", "upd", "address"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := net.Dial("unix", strings.TrimPrefix(string(addr), "unix://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := ttrpc.NewClient(conn)
+		defer client.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		const limit = 48 << 20
+		res := &anypb.Any{
+			TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+			Value:   []byte(fmt.Sprintf(`{"memory":{"limit":%d}}`, limit)),
+		}
+		if err := client.Call(ctx, "containerd.task.v2.Task", "Update", &taskv2.UpdateTaskRequest{ID: "upd", Resources: res}, &emptypb.Empty{}); err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		if out := c.mustCtr("tasks", "metrics", "upd"); !strings.Contains(out, strconv.Itoa(limit)) {
+			t.Fatalf("metrics after Update lack the limit %d:\n%s", limit, out)
 		}
 	})
 
