@@ -40,8 +40,10 @@ func Binary(t testing.TB, name string) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
+		// as `make build`: static and stripped
+		cmd := exec.Command("go", "build", "-ldflags", "-s -w", "-o", binDir+"/", "./cmd/...")
 		cmd.Dir = RepoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
 		}
