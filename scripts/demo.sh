@@ -26,6 +26,8 @@ bin/berth -a "$sock" version
 ctr -a "$sock" images import "$archive"
 bin/berth -a "$sock" images ls 2>/dev/null || ctr -a "$sock" images ls
 ctr -a "$sock" run --rm "$ref" demo-ctr echo "hello from a container run by berthd (client: ctr)"
+{ set +x; } 2>/dev/null
 if bin/berth run --help >/dev/null 2>&1; then
+  set -x
   bin/berth -a "$sock" run --rm "$ref" demo-berth sh -c 'echo "hello from a container run by berthd (client: berth), pid $$, $(ls /bin | wc -l) commands in /bin"'
 fi
