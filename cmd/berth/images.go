@@ -621,8 +621,10 @@ func (p *importProgress) draw(force bool) {
 	}
 	count, total := "", "?"
 	if p.blobs > 0 {
-		count = fmt.Sprintf("[%d/%d] ", p.n+1, p.blobs)
 		total = byteSize(p.total)
+		if p.n < p.blobs {
+			count = fmt.Sprintf("[%d/%d] ", p.n+1, p.blobs)
+		}
 	}
 	rate := ""
 	if secs := now.Sub(p.started).Seconds(); secs > 0.5 {

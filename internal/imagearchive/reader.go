@@ -898,7 +898,8 @@ func (im *importer) planDocker() (*plan, error) {
 	return p, nil
 }
 
-// planned is the descriptors of the blobs a plan writes.
+// planned is the descriptors of the blobs a plan writes from the archive (and, of an
+// OCI layout, index.json; not the documents made for a docker archive).
 func (im *importer) planned(p *plan) []ocispec.Descriptor {
 	var out []ocispec.Descriptor
 	seen := map[*member]bool{}
@@ -907,6 +908,9 @@ func (im *importer) planned(p *plan) []ocispec.Descriptor {
 			seen[m] = true
 			out = append(out, ocispec.Descriptor{Digest: m.digest, Size: m.size})
 		}
+	}
+	if im.res.Format == "oci" {
+		out = append(out, im.indexDescriptor())
 	}
 	return out
 }
