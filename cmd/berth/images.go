@@ -42,7 +42,7 @@ func imagesCommand() *cli.Command {
 		platformFlag(),
 		allPlatformsFlag(),
 		&cli.StringFlag{Name: "index-name", Usage: "also name the archive's whole index `NAME` (all platforms it lists)"},
-		&cli.StringFlag{Name: "base-name", Usage: "name manifests that carry only a tag REPOSITORY:tag (`REPOSITORY`)"},
+		&cli.StringFlag{Name: "base-name", Usage: "name manifests whose ref name is only a tag `REPOSITORY`:TAG"},
 		&cli.BoolFlag{Name: "no-unpack", Usage: "only store the content; do not unpack layers into snapshots"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the names of the images imported"},
 	}
@@ -401,7 +401,11 @@ func imagesImport(c *cli.Context) error {
 	}
 	var r io.Reader = os.Stdin
 	what := "stdin"
-	if src != "-" {
+	if src == "-" {
+		if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err == nil {
+			return usagef(c, "refusing to read an archive from a terminal: pipe it in, or name a FILE")
+		}
+	} else {
 		f, err := os.Open(src)
 		if err != nil {
 			return fmt.Errorf("cannot open the archive: %w", err)
