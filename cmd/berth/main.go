@@ -59,6 +59,9 @@ var commands = []func() *cli.Command{
 	imagesCommand,
 	contentCommand,
 	containersCommand,
+	runCommand,
+	tasksCommand,
+	snapshotsCommand,
 	leasesCommand,
 	eventsCommand,
 }
