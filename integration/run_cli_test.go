@@ -148,6 +148,36 @@ func TestRunCLI(t *testing.T) {
 				t.Errorf("FIFO directories left in /run/berth/fifo")
 			}
 
+			// user, bind mount (read-only), host network
+			if r = runCLI(t, d, "run", "--rm", "-u", "root", busyboxRef, "u1", "id"); r.code != 0 || !strings.HasPrefix(r.stdout, "uid=0(root) gid=0(root)") {
+				t.Errorf("run -u root: %v", r)
+			}
+			if r = runCLI(t, d, "run", "--rm", "--user", "1000:1001", busyboxRef, "u1", "id"); r.code != 0 || r.stdout != "uid=1000 gid=1001\n" {
+				t.Errorf("run --user 1000:1001: %v", r)
+			}
+			if r = runCLI(t, d, "run", "--rm", "-u", "nobody", busyboxRef, "u1", "id"); r.code != 1 || !strings.Contains(r.stderr, `no user "nobody"`) {
+				t.Errorf("run -u of a user the image lacks: %v", r)
+			}
+			share := t.TempDir()
+			if err := os.WriteFile(filepath.Join(share, "f"), []byte("shared\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r = runCLI(t, d, "run", "--rm", "--mount", "type=bind,src="+share+",dst=/mnt,options=rbind:ro", busyboxRef, "m1",
+				"sh", "-c", "cat /mnt/f; touch /mnt/g")
+			if r.code != 1 || r.stdout != "shared\n" || !strings.Contains(r.stderr, "Read-only") {
+				t.Errorf("run --mount ro: %v", r)
+			}
+			if r = runCLI(t, d, "run", "--rm", "--net-host", busyboxRef, "n1", "ls", "/sys/class/net"); r.code != 0 || len(strings.Fields(r.stdout)) < 2 {
+				t.Errorf("run --net-host sees only %q: %v", r.stdout, r)
+			}
+			if r = runCLI(t, d, "run", "--rm", busyboxRef, "n1", "ls", "/sys/class/net"); r.code != 0 || strings.TrimSpace(r.stdout) != "lo" {
+				t.Errorf("run without --net-host: %v", r)
+			}
+
+			// signals to berth go to the task
+			runCLISignal(t, d, syscall.SIGTERM, 43)
+			runCLISignal(t, d, syscall.SIGINT, 42)
+
 			// a container that exists is refused with advice
 			runCLIOK(t, d, "run", "--null-io", busyboxRef, "r0", "true")
 			r = runCLI(t, d, "run", "--rm", busyboxRef, "r0", "true")
@@ -247,6 +277,48 @@ func TestRunCLI(t *testing.T) {
 			// security of what runs: compare with Debian's runc shim, which gives the same
 			runCLISecurity(t, d)
 		})
+	}
+}
+
+// runCLISignal sends sig to berth run and wants the task's trap to end it with code.
+func runCLISignal(t *testing.T, d *testutil.Daemon, sig syscall.Signal, code int) {
+	t.Helper()
+	script := fmt.Sprintf(`trap "echo got-%[1]d; exit %[2]d" %[1]d; echo ready; while true; do sleep 0.1; done`, int(sig), code)
+	cmd := exec.Command(testutil.Binary(t, "berth"), "-a", d.Address, "run", "--rm", busyboxRef, "sig", "sh", "-c", script)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+	defer func() {
+		select {
+		case <-done:
+		default:
+			_ = cmd.Process.Kill()
+			<-done
+			runCLIKillAll(t, d)
+			_, _ = d.Berth("containers", "rm", "sig")
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "ready\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the task did not start:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("berth run did not end after %v:\n%s", sig, out.String())
+	}
+	var exit *exec.ExitError
+	if !errors.As(waitErr, &exit) || exit.ExitCode() != code || !strings.Contains(out.String(), fmt.Sprintf("got-%d", int(sig))) {
+		t.Errorf("berth run after %v: %v, want exit status %d\n%s", sig, waitErr, code, out.String())
 	}
 }
 
@@ -358,6 +430,28 @@ func runCLITerminal(t *testing.T, d *testutil.Daemon) {
 	if !strings.Contains(string(out), "/dev/pts/") {
 		t.Errorf("run -t: the process has no pty:\n%q", out)
 	}
+	// run -t -d, then attach from a terminal: the input reaches the shell, its status returns
+	runCLIOK(t, d, "run", "-t", "-d", busyboxRef, "t3", "sh")
+	line = fmt.Sprintf("%s -a %s tasks attach t3", testutil.Binary(t, "berth"), d.Address)
+	cmd = exec.CommandContext(ctx, script, "-qfec", line, "/dev/null")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin = pr
+	go func() {
+		time.Sleep(time.Second) // script forwards what it reads: let attach connect first
+		_, _ = pw.WriteString("echo attached-$((6*7)); exit 4\n")
+		time.Sleep(10 * time.Second)
+		pw.Close()
+	}()
+	out, err = cmd.CombinedOutput()
+	pr.Close()
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 || !strings.Contains(string(out), "attached-42") {
+		t.Errorf("attach -t: %v, want exit status 4\n%q", err, out)
+	}
+	runCLIOK(t, d, "containers", "rm", "t3")
+
 	// without a terminal, -t is refused before anything is made
 	r := runCLI(t, d, "run", "-t", "--rm", busyboxRef, "t2", "true")
 	if r.code != 2 || !strings.Contains(r.stderr, "terminal") {

@@ -908,7 +908,10 @@ func (p *localProcess) follow(ctx context.Context, cl *client, api tasksapi.Task
 	waitc := make(chan processExit, 1)
 	wctx, cancelWait := context.WithCancel(ctx)
 	defer cancelWait()
+	var signals *signalForwarder
 	if !detach {
+		signals = newSignalForwarder()
+		defer signals.stop()
 		go func() {
 			r, err := api.Wait(wctx, &tasksapi.WaitRequest{ContainerID: p.id, ExecID: p.execID})
 			waitc <- processExit{r.GetExitStatus(), err}
@@ -920,7 +923,7 @@ func (p *localProcess) follow(ctx context.Context, cl *client, api tasksapi.Task
 	if detach {
 		return 0, nil
 	}
-	r := p.waitExit(ctx, api, waitc)
+	r := p.waitExit(ctx, api, waitc, signals)
 	if r.err != nil {
 		return 0, cl.fail(r.err, "wait for", obj)
 	}
@@ -944,17 +947,17 @@ type processExit struct {
 	err    error
 }
 
-// waitExit passes window sizes and signals on until waitc delivers the exit.
-func (p *localProcess) waitExit(ctx context.Context, api tasksapi.TasksClient, waitc <-chan processExit) processExit {
+// waitExit passes window sizes and the signals caught by signals on until waitc delivers
+// the exit.
+func (p *localProcess) waitExit(ctx context.Context, api tasksapi.TasksClient, waitc <-chan processExit, signals *signalForwarder) processExit {
 	if p.term != nil {
 		stop := p.term.watchResize(func(w, h uint32) {
 			_, _ = api.ResizePty(ctx, &tasksapi.ResizePtyRequest{ContainerID: p.id, ExecID: p.execID, Width: w, Height: h})
 		})
 		defer stop()
 	}
-	stop := forwardSignals(func(sig syscall.Signal) {
+	signals.start(func(sig syscall.Signal) {
 		_, _ = api.Kill(ctx, &tasksapi.KillRequest{ContainerID: p.id, ExecID: p.execID, Signal: uint32(sig)})
 	})
-	defer stop()
 	return <-waitc
 }

@@ -322,29 +322,42 @@ var forwardedSignals = []os.Signal{
 	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM,
 }
 
-// forwardSignals calls kill with every forwarded signal berth receives until stop.
-func forwardSignals(kill func(syscall.Signal)) (stop func()) {
-	ch := make(chan os.Signal, 16)
-	signal.Notify(ch, forwardedSignals...)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
+// signalForwarder passes berth's signals on to a task. Signals are caught from newSignal-
+// Forwarder on and held until start: one that comes while the task is being started is
+// not lost.
+type signalForwarder struct {
+	ch   chan os.Signal
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newSignalForwarder() *signalForwarder {
+	f := &signalForwarder{ch: make(chan os.Signal, 16), done: make(chan struct{})}
+	signal.Notify(f.ch, forwardedSignals...)
+	return f
+}
+
+// start calls kill with every signal caught, until stop.
+func (f *signalForwarder) start(kill func(syscall.Signal)) {
+	f.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer f.wg.Done()
 		for {
 			select {
-			case s := <-ch:
+			case s := <-f.ch:
 				if sig, ok := s.(syscall.Signal); ok {
 					kill(sig)
 				}
-			case <-done:
+			case <-f.done:
 				return
 			}
 		}
 	}()
-	return func() {
-		signal.Stop(ch)
-		close(done)
-		wg.Wait()
-	}
+}
+
+// stop ends the forwarding; signals are berth's again.
+func (f *signalForwarder) stop() {
+	signal.Stop(f.ch)
+	close(f.done)
+	f.wg.Wait()
 }

@@ -311,7 +311,9 @@ func tasksAttach(c *cli.Context) error {
 			r, err := api.Wait(ctx, &tasksapi.WaitRequest{ContainerID: id})
 			waitc <- processExit{r.GetExitStatus(), err}
 		}()
-		r := p.waitExit(ctx, api, waitc)
+		signals := newSignalForwarder()
+		defer signals.stop()
+		r := p.waitExit(ctx, api, waitc, signals)
 		if r.err != nil {
 			return 0, cl.fail(r.err, "wait for", cl.object("task", id))
 		}
