@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -407,4 +408,58 @@ func alive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+// TestTasksOutputEOF: once a process has exited and its output is copied,
+// the client reading the stdout FIFO sees end of file, before any Delete
+// (as with containerd's shim).
+func TestTasksOutputEOF(t *testing.T) {
+	for _, shim := range taskShims(t) {
+		t.Run(shim, func(t *testing.T) {
+			e := newTaskEnv(t, shim)
+			spec, _ := json.Marshal(oci.Default(e.ns, "eof", oci.Options{Args: []string{"echo", "last words"}, Root: e.rootfs}))
+			_, err := e.cs.Create(e.ctx(), &containers.CreateContainerRequest{Container: &containers.Container{
+				ID: "eof", Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"}, Spec: &anypb.Any{TypeUrl: specURL, Value: spec},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			stdout := filepath.Join(dir, "stdout")
+			if err := syscall.Mkfifo(stdout, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// open our read end first, non-blocking, as containerd's cio does
+			fd, err := syscall.Open(stdout, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := os.NewFile(uintptr(fd), stdout)
+			defer f.Close()
+			if _, err := e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: "eof", Stdout: stdout, Stderr: stdout}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "eof"}); err != nil {
+				t.Fatal(err)
+			}
+			// f stays non-blocking: reads park in Go's poller, and closing f
+			// ends a read still waiting; writers are open since Create
+			done := make(chan []byte, 1)
+			go func() { b, _ := io.ReadAll(f); done <- b }()
+			select {
+			case b := <-done:
+				if string(b) != "last words\n" {
+					t.Errorf("output %q", b)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no end of file on stdout after the process exited (the shim keeps the FIFO open)")
+			}
+			if _, err := e.ts.Wait(e.ctx(), &tasks.WaitRequest{ContainerID: "eof"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "eof"}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }

@@ -160,6 +160,16 @@ func (pio *processIO) start(con console.Console) error {
 			stdinDst, closeDst = p.stdinW, func() { p.stdinW.Close() }
 		}
 	}
+	// when all output has been copied, the client sees end of file, as with
+	// containerd's shim; our read handle stays so the FIFO keeps a reader
+	go func() {
+		pio.copies.Wait()
+		for _, w := range []io.WriteCloser{pio.out, pio.err} {
+			if cw, ok := w.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+		}
+	}()
 	if pio.s.stdin == "" || stdinDst == nil {
 		return nil
 	}
@@ -309,13 +319,21 @@ func firstNonEmpty(a, b string) string {
 // the FIFO keeps a reader when the client is gone (no EPIPE; the output
 // waits in the pipe for the next `attach`).
 type fifoSink struct {
-	w, extra *os.File
+	w, extra  *os.File
+	closeOnce sync.Once
+	closeErr  error
 }
 
 func (s *fifoSink) Write(b []byte) (int, error) { return s.w.Write(b) }
 
+// CloseWrite closes our write end: the output is over.
+func (s *fifoSink) CloseWrite() error {
+	s.closeOnce.Do(func() { s.closeErr = s.w.Close() })
+	return s.closeErr
+}
+
 func (s *fifoSink) Close() error {
-	err := s.w.Close()
+	err := s.CloseWrite()
 	s.extra.Close()
 	return err
 }
