@@ -350,7 +350,7 @@ func snapshotsUsage(c *cli.Context) error {
 	} else {
 		t := newTable(w, "KEY", "SIZE", "INODES")
 		for _, v := range views {
-			size := humanSize(v.Size)
+			size := byteSize(v.Size)
 			if c.Bool("bytes") {
 				size = fmt.Sprint(v.Size)
 			}
@@ -367,20 +367,6 @@ func snapshotsUsage(c *cli.Context) error {
 		return failed[len(failed)-1]
 	}
 	return nil
-}
-
-// humanSize renders bytes in binary units as ctr does: "4.0 KiB", "1.9 MiB".
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // snapshotsMounts prints the mount commands that mount KEY on TARGET, as ctr does.

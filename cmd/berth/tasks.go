@@ -583,7 +583,7 @@ func memoryValue(n uint64) string {
 	if n >= unlimited {
 		return "unlimited"
 	}
-	return fmt.Sprintf("%s (%d)", humanSize(int64(n)), n)
+	return fmt.Sprintf("%s (%d)", byteSize(int64(n)), n)
 }
 
 func limitValue(n uint64) string {
