@@ -202,32 +202,19 @@ func containersInfo(c *cli.Context) error {
 // containersLabel calls Containers.Update{id, labels} with update_mask "labels.KEY" per
 // label, as ctr does; without labels it prints the container's labels.
 func containersLabel(c *cli.Context) error {
-	if err := requireArgs(c, 1, "a container ID"); err != nil {
-		return err
-	}
-	id := c.Args().First()
-	labels, err := parseLabels(c.Args().Tail())
-	if err != nil {
-		return usagef(c, "%v", err)
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := containersapi.NewContainersClient(cl.conn)
-	if len(labels) == 0 {
-		resp, err := api.Get(ctx, &containersapi.GetContainerRequest{ID: id})
-		if err != nil {
-			return cl.fail(err, "get", cl.object("container", id))
-		}
-		return printLabels(c, resp.GetContainer().GetLabels())
-	}
-	_, err = api.Update(ctx, &containersapi.UpdateContainerRequest{
-		Container:  &containersapi.Container{ID: id, Labels: labels},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: labelPaths(labels)},
-	})
-	return cl.fail(err, "label", cl.object("container", id))
+	return labeler{
+		what:   "a container ID",
+		object: func(cl *client, id string) object { return cl.object("container", id) },
+		get: func(ctx context.Context, cl *client, id string) (map[string]string, error) {
+			resp, err := containersapi.NewContainersClient(cl.conn).Get(ctx, &containersapi.GetContainerRequest{ID: id})
+			return resp.GetContainer().GetLabels(), err
+		},
+		update: func(ctx context.Context, cl *client, id string, labels map[string]string, mask *fieldmaskpb.FieldMask) error {
+			_, err := containersapi.NewContainersClient(cl.conn).Update(ctx, &containersapi.UpdateContainerRequest{
+				Container: &containersapi.Container{ID: id, Labels: labels}, UpdateMask: mask})
+			return err
+		},
+	}.run(c)
 }
 
 // containersRemove reads each container (Containers.Get), runs containerRemoveSteps and

@@ -266,35 +266,20 @@ func contentRemove(c *cli.Context) error {
 // contentLabel calls Content.Update with one update_mask path "labels.KEY" per label, as
 // ctr does; without labels it prints the blob's labels (Content.Info).
 func contentLabel(c *cli.Context) error {
-	if err := requireArgs(c, 1, "a DIGEST"); err != nil {
-		return err
-	}
-	dgst := c.Args().First()
-	if err := validDigestArgs(c, []string{dgst}); err != nil {
-		return err
-	}
-	labels, err := parseLabels(c.Args().Tail())
-	if err != nil {
-		return usagef(c, "%v", err)
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := contentapi.NewContentClient(cl.conn)
-	if len(labels) == 0 {
-		resp, err := api.Info(ctx, &contentapi.InfoRequest{Digest: dgst})
-		if err != nil {
-			return cl.fail(err, "get", contentObject(cl, dgst))
-		}
-		return printLabels(c, resp.GetInfo().GetLabels())
-	}
-	_, err = api.Update(ctx, &contentapi.UpdateRequest{
-		Info:       &contentapi.Info{Digest: dgst, Labels: labels},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: labelPaths(labels)},
-	})
-	return cl.fail(err, "label", contentObject(cl, dgst))
+	return labeler{
+		what:   "a DIGEST",
+		check:  func(c *cli.Context, dgst string) error { return validDigestArgs(c, []string{dgst}) },
+		object: contentObject,
+		get: func(ctx context.Context, cl *client, dgst string) (map[string]string, error) {
+			resp, err := contentapi.NewContentClient(cl.conn).Info(ctx, &contentapi.InfoRequest{Digest: dgst})
+			return resp.GetInfo().GetLabels(), err
+		},
+		update: func(ctx context.Context, cl *client, dgst string, labels map[string]string, mask *fieldmaskpb.FieldMask) error {
+			_, err := contentapi.NewContentClient(cl.conn).Update(ctx, &contentapi.UpdateRequest{
+				Info: &contentapi.Info{Digest: dgst, Labels: labels}, UpdateMask: mask})
+			return err
+		},
+	}.run(c)
 }
 
 // contentIngest writes stdin through Content.Write as ctr content ingest does.

@@ -817,32 +817,19 @@ func imagesTag(c *cli.Context) error {
 // imagesLabel calls Images.Update with one update_mask path "labels.KEY" per label;
 // without labels it prints the image's labels.
 func imagesLabel(c *cli.Context) error {
-	if err := requireArgs(c, 1, "an IMAGE"); err != nil {
-		return err
-	}
-	name := c.Args().First()
-	labels, err := parseLabels(c.Args().Tail())
-	if err != nil {
-		return usagef(c, "%v", err)
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	is := imagesapi.NewImagesClient(cl.conn)
-	if len(labels) == 0 {
-		resp, err := is.Get(ctx, &imagesapi.GetImageRequest{Name: name})
-		if err != nil {
-			return cl.fail(err, "get", imageObject(cl, name))
-		}
-		return printLabels(c, resp.GetImage().GetLabels())
-	}
-	_, err = is.Update(ctx, &imagesapi.UpdateImageRequest{
-		Image:      &imagesapi.Image{Name: name, Labels: labels},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: labelPaths(labels)},
-	})
-	return cl.fail(err, "label", imageObject(cl, name))
+	return labeler{
+		what:   "an IMAGE",
+		object: imageObject,
+		get: func(ctx context.Context, cl *client, name string) (map[string]string, error) {
+			resp, err := imagesapi.NewImagesClient(cl.conn).Get(ctx, &imagesapi.GetImageRequest{Name: name})
+			return resp.GetImage().GetLabels(), err
+		},
+		update: func(ctx context.Context, cl *client, name string, labels map[string]string, mask *fieldmaskpb.FieldMask) error {
+			_, err := imagesapi.NewImagesClient(cl.conn).Update(ctx, &imagesapi.UpdateImageRequest{
+				Image: &imagesapi.Image{Name: name, Labels: labels}, UpdateMask: mask})
+			return err
+		},
+	}.run(c)
 }
 
 // imagesRemove calls Images.Delete{name, sync} for each image.

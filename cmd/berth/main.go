@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"io"
 	"io/fs"
 	"net"
@@ -567,4 +568,45 @@ func labelPaths(labels map[string]string) []string {
 		paths[i] = "labels." + k
 	}
 	return paths
+}
+
+// labeler is one kind of object that `label NAME [k=v…]` works on: with
+// labels it updates them with one "labels.<key>" mask path per label, as ctr
+// does ("k=" removes k); without labels it prints the object's labels.
+type labeler struct {
+	what   string                                  // the argument, for usage errors: "a container ID"
+	check  func(c *cli.Context, name string) error // optional check of the argument
+	object func(cl *client, name string) object
+	get    func(ctx context.Context, cl *client, name string) (map[string]string, error)
+	update func(ctx context.Context, cl *client, name string, labels map[string]string, mask *fieldmaskpb.FieldMask) error
+}
+
+func (l labeler) run(c *cli.Context) error {
+	if err := requireArgs(c, 1, l.what); err != nil {
+		return err
+	}
+	name := c.Args().First()
+	if l.check != nil {
+		if err := l.check(c, name); err != nil {
+			return err
+		}
+	}
+	labels, err := parseLabels(c.Args().Tail())
+	if err != nil {
+		return usagef(c, "%v", err)
+	}
+	cl, ctx, err := connect(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if len(labels) == 0 {
+		current, err := l.get(ctx, cl, name)
+		if err != nil {
+			return cl.fail(err, "get", l.object(cl, name))
+		}
+		return printLabels(c, current)
+	}
+	err = l.update(ctx, cl, name, labels, &fieldmaskpb.FieldMask{Paths: labelPaths(labels)})
+	return cl.fail(err, "label", l.object(cl, name))
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	namespacesapi "github.com/containerd/containerd/api/services/namespaces/v1"
@@ -116,32 +117,19 @@ func namespacesCreate(c *cli.Context) error {
 // namespacesLabel calls Namespaces.Update with one update_mask path "labels.KEY" per label,
 // as ctr does; without labels it prints the namespace's labels (Namespaces.Get).
 func namespacesLabel(c *cli.Context) error {
-	if err := requireArgs(c, 1, "a namespace NAME"); err != nil {
-		return err
-	}
-	name := c.Args().First()
-	labels, err := parseLabels(c.Args().Tail())
-	if err != nil {
-		return usagef(c, "%v", err)
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := namespacesapi.NewNamespacesClient(cl.conn)
-	if len(labels) == 0 {
-		resp, err := api.Get(ctx, &namespacesapi.GetNamespaceRequest{Name: name})
-		if err != nil {
-			return cl.fail(err, "get", namespaceObject(name))
-		}
-		return printLabels(c, resp.GetNamespace().GetLabels())
-	}
-	_, err = api.Update(ctx, &namespacesapi.UpdateNamespaceRequest{
-		Namespace:  &namespacesapi.Namespace{Name: name, Labels: labels},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: labelPaths(labels)},
-	})
-	return cl.fail(err, "label", namespaceObject(name))
+	return labeler{
+		what:   "a namespace NAME",
+		object: func(_ *client, name string) object { return namespaceObject(name) },
+		get: func(ctx context.Context, cl *client, name string) (map[string]string, error) {
+			resp, err := namespacesapi.NewNamespacesClient(cl.conn).Get(ctx, &namespacesapi.GetNamespaceRequest{Name: name})
+			return resp.GetNamespace().GetLabels(), err
+		},
+		update: func(ctx context.Context, cl *client, name string, labels map[string]string, mask *fieldmaskpb.FieldMask) error {
+			_, err := namespacesapi.NewNamespacesClient(cl.conn).Update(ctx, &namespacesapi.UpdateNamespaceRequest{
+				Namespace: &namespacesapi.Namespace{Name: name, Labels: labels}, UpdateMask: mask})
+			return err
+		},
+	}.run(c)
 }
 
 // namespacesRemove calls Namespaces.Delete for each name.

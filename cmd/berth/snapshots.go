@@ -530,34 +530,20 @@ func snapshotsCommit(c *cli.Context) error {
 
 // snapshotsLabel calls Snapshots.Update with labels.KEY paths; without labels it prints them.
 func snapshotsLabel(c *cli.Context) error {
-	if err := requireArgs(c, 1, "a snapshot KEY"); err != nil {
-		return err
-	}
-	key := c.Args().First()
-	labels, err := parseLabels(c.Args().Tail())
-	if err != nil {
-		return usagef(c, "%v", err)
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
 	sn := snapshotterOf(c)
-	api := snapshotsapi.NewSnapshotsClient(cl.conn)
-	if len(labels) == 0 {
-		resp, err := api.Stat(ctx, &snapshotsapi.StatSnapshotRequest{Snapshotter: sn, Key: key})
-		if err != nil {
-			return cl.fail(err, "get", snapshotObject(cl, sn, key))
-		}
-		return printLabels(c, resp.GetInfo().GetLabels())
-	}
-	_, err = api.Update(ctx, &snapshotsapi.UpdateSnapshotRequest{
-		Snapshotter: sn,
-		Info:        &snapshotsapi.Info{Name: key, Labels: labels},
-		UpdateMask:  &fieldmaskpb.FieldMask{Paths: labelPaths(labels)},
-	})
-	return cl.fail(err, "label", snapshotObject(cl, sn, key))
+	return labeler{
+		what:   "a snapshot KEY",
+		object: func(cl *client, key string) object { return snapshotObject(cl, sn, key) },
+		get: func(ctx context.Context, cl *client, key string) (map[string]string, error) {
+			resp, err := snapshotsapi.NewSnapshotsClient(cl.conn).Stat(ctx, &snapshotsapi.StatSnapshotRequest{Snapshotter: sn, Key: key})
+			return resp.GetInfo().GetLabels(), err
+		},
+		update: func(ctx context.Context, cl *client, key string, labels map[string]string, mask *fieldmaskpb.FieldMask) error {
+			_, err := snapshotsapi.NewSnapshotsClient(cl.conn).Update(ctx, &snapshotsapi.UpdateSnapshotRequest{
+				Snapshotter: sn, Info: &snapshotsapi.Info{Name: key, Labels: labels}, UpdateMask: mask})
+			return err
+		},
+	}.run(c)
 }
 
 // imageMountCommands are berth images mount and unmount, for the images group.
