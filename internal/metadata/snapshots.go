@@ -403,7 +403,11 @@ func (s *SnapshotStore) Remove(ctx context.Context, key string) error {
 		}
 		r := readSnapRecord(sb.Bucket([]byte(key)))
 		if r.children > 0 {
-			return fmt.Errorf("snapshot %q has %d children: remove them first: %w", key, r.children, errdefs.ErrFailedPrecondition)
+			what := "child snapshots"
+			if r.children == 1 {
+				what = "child snapshot"
+			}
+			return fmt.Errorf("snapshot %q has %d %s: remove them first: %w", key, r.children, what, errdefs.ErrFailedPrecondition)
 		}
 		bkey = r.bkey
 		return removeSnapRecord(sb, key, r.parent)
