@@ -1,11 +1,15 @@
 package integration
 
 import (
+	"bufio"
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/testutil"
 )
@@ -80,6 +84,8 @@ func TestCtrImportUnpackSnapshots(t *testing.T) {
 	}
 }
 
+var taskTopic = regexp.MustCompile(`\s(/tasks/[a-z-]+)\s`)
+
 // TestCtrRun: `ctr run` of the imported image, through each shim.
 func TestCtrRun(t *testing.T) {
 	testutil.RequireBinary(t, "ctr")
@@ -89,9 +95,37 @@ func TestCtrRun(t *testing.T) {
 			if out, err := d.Ctr("images", "import", busyboxArchive(t)); err != nil {
 				t.Fatalf("import: %v\n%s", err, out)
 			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			evcmd := exec.CommandContext(ctx, "ctr", "-a", d.Address, "events")
+			evout, err := evcmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := evcmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cancel(); _ = evcmd.Wait() }()
+			time.Sleep(200 * time.Millisecond)
 			out, err := d.Ctr("run", "--rm", busyboxRef, "hello", "echo", "hi from berth")
 			if err != nil || strings.TrimSpace(out) != "hi from berth" {
 				t.Fatalf("ctr run: %v\n%q", err, out)
+			}
+			// ctr events: create, start, exit, delete of the task, in order, one exit
+			var topics []string
+			sc := bufio.NewScanner(evout)
+			deadline := time.AfterFunc(10*time.Second, cancel)
+			for sc.Scan() {
+				if m := taskTopic.FindStringSubmatch(sc.Text()); m != nil {
+					topics = append(topics, m[1])
+					if m[1] == "/tasks/delete" {
+						break
+					}
+				}
+			}
+			deadline.Stop()
+			if strings.Join(topics, " ") != "/tasks/create /tasks/start /tasks/exit /tasks/delete" {
+				t.Errorf("ctr events for a short container: %v", topics)
 			}
 			out, err = d.Ctr("run", "--rm", busyboxRef, "fails", "sh", "-c", "exit 7")
 			if err == nil || !strings.Contains(err.Error(), "exit status 7") {
