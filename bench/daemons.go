@@ -30,6 +30,10 @@ type daemon struct {
 	version string
 
 	conns []*grpc.ClientConn // one shared, or one per client with --conn-per-client
+
+	env      []string        // the daemon's environment (nil: the benchmark's)
+	imported map[string]bool // the image archives already imported, by path
+	sys      *sysEnv         // what the system rows and the snapshot workload share
 }
 
 // conn is the connection client number worker uses.
@@ -39,12 +43,14 @@ func (d *daemon) conn(worker int) *grpc.ClientConn { return d.conns[worker%len(d
 func (d *daemon) pid() int { return d.cmd.Process.Pid }
 
 // startBerthd starts the berthd binary bin with only a `version = 2` config,
-// so that its built-in defaults serve.
+// so that its built-in defaults serve. Its PATH starts with bin's directory,
+// where the shim built with it is.
 func startBerthd(ctx context.Context, bin string) (*daemon, error) {
 	d, err := newDaemon("berthd")
 	if err != nil {
 		return nil, err
 	}
+	d.env = append(os.Environ(), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	cfg := filepath.Join(d.dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte("version = 2\n"), 0o644); err != nil {
 		return nil, err
@@ -100,6 +106,7 @@ func (d *daemon) start(ctx context.Context, bin string, args ...string) error {
 	defer logf.Close()
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	d.cmd.Env = d.env
 	// the daemon dies with the benchmark, whatever happens to it.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	begin := time.Now()
@@ -170,13 +177,21 @@ func dial(address string) (*grpc.ClientConn, error) {
 	)
 }
 
-// stop closes the connections, stops the daemon (SIGTERM, SIGKILL after
-// 15 s) and removes its directory.
+// stop removes what is left of the benchmark's containers (a run that
+// finished has removed them all: anything found here is reported), closes
+// the connections, stops the daemon (SIGTERM, SIGKILL after 15 s), kills
+// shims that outlive it, unmounts what is still mounted below its directory
+// and removes the directory.
 func (d *daemon) stop() error {
+	var errs []error
+	if d.alive() && len(d.conns) > 0 {
+		if n, err := removeAllTasks(d); n > 0 || err != nil {
+			errs = append(errs, fmt.Errorf("%s: %d tasks were left at the end; killed and deleted them", d.name, n), err)
+		}
+	}
 	for _, c := range d.conns {
 		c.Close()
 	}
-	var errs []error
 	if d.cmd != nil && d.cmd.Process != nil && d.exited != nil {
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -187,6 +202,12 @@ func (d *daemon) stop() error {
 			errs = append(errs, fmt.Errorf("%s did not stop within 15s of SIGTERM; killed", d.name))
 		}
 	}
+	if n := killShims(d.address, 2*time.Second); n > 0 {
+		errs = append(errs, fmt.Errorf("%s: %d shims outlived the daemon; killed them", d.name, n))
+	}
+	if n, err := unmountUnder(d.dir); n > 0 || err != nil {
+		errs = append(errs, fmt.Errorf("%s: %d mounts were left below %s; unmounted them", d.name, n, d.dir), err)
+	}
 	if err := os.RemoveAll(d.dir); err != nil {
 		errs = append(errs, err)
 	}
@@ -195,6 +216,9 @@ func (d *daemon) stop() error {
 
 // alive reports whether the daemon process is still running.
 func (d *daemon) alive() bool {
+	if d.exited == nil {
+		return false
+	}
 	select {
 	case <-d.exited:
 		return false
@@ -211,8 +235,8 @@ func (d *daemon) logTail() string {
 	return string(b)
 }
 
-// buildBerthd builds ./cmd/berthd of the module in the current directory
-// (or above) into dir.
+// buildBerthd builds ./cmd/... (berthd, berth and the shim) of the module in
+// the current directory (or above) into dir and returns berthd's path.
 func buildBerthd(dir string) (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	gomod := strings.TrimSpace(string(out))
@@ -220,10 +244,10 @@ func buildBerthd(dir string) (string, error) {
 		return "", fmt.Errorf("run the benchmark inside the berth module (go env GOMOD: %q, %v)", gomod, err)
 	}
 	bin := filepath.Join(dir, "berthd")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/berthd")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
 	cmd.Dir = filepath.Dir(gomod)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/berthd: %v\n%s", err, out)
+		return "", fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
 	}
 	return bin, nil
 }

@@ -8,10 +8,15 @@
 // beside containerd's and as a ratio, because on a shared machine the
 // absolute numbers are noise and the ratio is the result.
 //
-// Rows come from two registries: workloads (workloads.go), operations
-// measured at 1 and 16 clients, and probes (probes.go), values read from
-// each daemon's process such as its idle memory. docs/benchmarks.md says
-// what each row measures.
+// Rows come from three registries: workloads (workloads.go), operations
+// measured at 1 and 16 clients; probes (probes.go), values read from each
+// daemon's process such as its idle memory; and systems (system.go), what a
+// user of ctr sees (imports, ctr run, 50 running containers and their
+// shims' memory) or one API stream moves (a large blob), measured with the
+// same ctr or Go client against both, berthd running the shim built with
+// it. docs/benchmarks.md says what each row measures. A run leaves no
+// process, mount, cgroup or directory behind, also when it fails or is
+// interrupted (cleanup.go).
 package main
 
 import (
@@ -24,6 +29,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -51,8 +57,14 @@ type options struct {
 	Clients       []int         `json:"clients"`
 	Idle          time.Duration `json:"idle_ns"`
 	ConnPerClient bool          `json:"conn_per_client"`
+	Runs          int           `json:"runs"`       // ctr run --rm samples per daemon
+	Containers    int           `json:"containers"` // detached containers per daemon
+	BlobMiB       int           `json:"blob_mib"`   // the Content.Write blob
+	Quick         bool          `json:"quick"`
 	Berthd        string        `json:"-"`
 	Containerd    string        `json:"-"`
+	Ctr           string        `json:"-"`
+	Runc          string        `json:"-"`
 	JSON          string        `json:"-"`
 	only          *regexp.Regexp
 }
@@ -71,10 +83,33 @@ func main() {
 	flag.StringVar(&clients, "clients", "1,16", "comma-separated numbers of concurrent clients")
 	flag.DurationVar(&o.Idle, "idle", time.Second, "rest before reading memory")
 	flag.BoolVar(&o.ConnPerClient, "conn-per-client", false, "give each client its own gRPC connection (default: all share one per daemon, as a containerd Go client does)")
-	flag.StringVar(&o.Berthd, "berthd", "", "a berthd binary to use instead of building ./cmd/berthd")
+	flag.StringVar(&o.Berthd, "berthd", "", "a berthd binary to use instead of building ./cmd/... (its shim is found beside it or on PATH)")
 	flag.StringVar(&o.Containerd, "containerd", "/usr/bin/containerd", "the containerd 1.6 binary")
+	flag.StringVar(&o.Ctr, "ctr", "/usr/bin/ctr", "the ctr both daemons are driven with in the system rows")
+	flag.StringVar(&o.Runc, "runc", "/usr/sbin/runc", "the runc of the bare `runc run` reference")
+	flag.IntVar(&o.Runs, "runs", 20, "`ctr run --rm` samples per daemon")
+	flag.IntVar(&o.Containers, "containers", 50, "detached containers started on each daemon")
+	flag.IntVar(&o.BlobMiB, "blob-mib", 256, "size of the blob written through Content.Write, in MiB")
+	flag.BoolVar(&o.Quick, "quick", false, "fewer and shorter cells (2 reps, 500 ops, 1s, 10 runs, 20 containers, a 128 MiB blob): about 2 minutes instead of 5, noisier")
 	flag.StringVar(&o.JSON, "json", "", "also write the raw numbers to this file")
 	flag.Parse()
+	if o.Quick { // sets only what was not given explicitly
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := func(name string, p *int, v int) {
+			if !set[name] {
+				*p = v
+			}
+		}
+		quick("reps", &o.Reps, 2)
+		quick("ops", &o.Ops, 500)
+		quick("runs", &o.Runs, 10)
+		quick("containers", &o.Containers, 20)
+		quick("blob-mib", &o.BlobMiB, 128)
+		if !set["duration"] {
+			o.Duration = time.Second
+		}
+	}
 	var err error
 	if o.only, err = regexp.Compile(o.Only); err != nil {
 		fatalf("--only: %v", err)
@@ -86,8 +121,8 @@ func main() {
 		}
 		o.Clients = append(o.Clients, n)
 	}
-	if o.Reps < 1 || o.Ops < 1 || o.Duration <= 0 {
-		fatalf("--reps, --ops and --duration must be positive")
+	if o.Reps < 1 || o.Ops < 1 || o.Duration <= 0 || o.Runs < 1 || o.Containers < 1 || o.BlobMiB < 1 {
+		fatalf("--reps, --ops, --duration, --runs, --containers and --blob-mib must be positive")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -128,7 +163,11 @@ type report struct {
 	SpecSize int               `json:"spec_bytes"`
 	Cells    []*cellResult     `json:"cells"`
 	Probes   []*probeResult    `json:"probes"`
-	Failures int               `json:"failures"` // failed ops and checks, all cells
+	System   []*sysRow         `json:"system,omitempty"`
+	Phases   []phaseTable      `json:"phases,omitempty"`
+	Targets  []target          `json:"targets,omitempty"`
+	BigImage map[string]any    `json:"big_image,omitempty"`
+	Failures int               `json:"failures"` // failed ops and checks, all cells and rows
 	Notes    []string          `json:"notes,omitempty"`
 }
 
@@ -196,17 +235,50 @@ func run(ctx context.Context, o *options) (rep *report, err error) {
 	started := rep
 	defer func() { started.Seconds = time.Since(started.Started).Seconds() }()
 
+	// one directory for the binaries, the image archives, the blob, the
+	// FIFOs and the runc bundle; removed last, once the daemons are gone.
+	work, err := os.MkdirTemp("", "berth-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if n, uerr := unmountUnder(work); n > 0 || uerr != nil {
+			err = errors.Join(err, fmt.Errorf("%d mounts were left below %s; unmounted them", n, work), uerr)
+		}
+		if rerr := os.RemoveAll(work); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+	e, err := newSysEnv(o, rep, work)
+	if err != nil {
+		return rep, err
+	}
+	cgroupsBefore := cgroupParents()
+	defer removeCgroups(e.tag, cgroupsBefore) // after runc's and the daemons' clean-up
+	defer e.cleanupRunc()
+
+	// build berthd and its shim while the images are written.
 	bin := o.Berthd
+	var buildErr error
+	var wg sync.WaitGroup
 	if bin == "" {
-		dir, err := os.MkdirTemp("", "berth-bench-bin-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		progress("building berthd")
-		if bin, err = buildBerthd(dir); err != nil {
-			return nil, err
-		}
+		progress("building berthd and the shim (go build ./cmd/...)")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dir := filepath.Join(work, "bin")
+			if buildErr = os.Mkdir(dir, 0o755); buildErr == nil {
+				bin, buildErr = buildBerthd(dir)
+			}
+		}()
+	}
+	if err := e.writeImages(ctx); err != nil {
+		wg.Wait()
+		return rep, err
+	}
+	wg.Wait()
+	if buildErr != nil {
+		return rep, buildErr
 	}
 
 	var ds [2]*daemon // berthd, containerd: the order of every pair of columns
@@ -227,7 +299,9 @@ func run(ctx context.Context, o *options) (rep *report, err error) {
 	if ds[1], err = startContainerd(ctx, o.Containerd); err != nil {
 		return rep, err
 	}
+	e.ds = ds
 	for _, d := range ds {
+		d.sys = e
 		rep.Versions[d.name] = d.version
 		if o.ConnPerClient {
 			if err := d.connectPerClient(slices.Max(o.Clients)); err != nil {
@@ -260,6 +334,9 @@ func run(ctx context.Context, o *options) (rep *report, err error) {
 	}
 
 	if err := readProbes(ctx, o, rep, ds, phaseAfter); err != nil {
+		return rep, err
+	}
+	if err := runSystems(ctx, e); err != nil {
 		return rep, err
 	}
 	for _, d := range ds {
@@ -331,6 +408,10 @@ func runWorkload(ctx context.Context, o *options, rep *report, ds [2]*daemon, w 
 		}
 		cr.Ratio, cr.CPURatio = median(ratios), median(cpuRatios)
 		rep.Cells = append(rep.Cells, cr)
+		if w.goal > 0 {
+			rep.Targets = append(rep.Targets, target{Row: fmt.Sprintf("%s at %d clients", w.name, clients),
+				Goal: fmt.Sprintf("berthd ≥ %.1f× containerd's ops/s", w.goal), Value: cr.Ratio, Met: cr.Ratio >= w.goal})
+		}
 	}
 	return nil
 }
@@ -556,6 +637,33 @@ func printTable(out io.Writer, rep *report) {
 	}
 	fmt.Fprintf(out, "\nberthd %s vs containerd %s; %s CPUs, load average at start %s\n",
 		rep.Versions["berthd"], rep.Versions["containerd"], rep.Host["cpus"], firstFields(rep.Host["loadavg"], 3))
+	if len(rep.Cells)+len(rep.Probes) > 0 {
+		printCells(out, rep, conn)
+	}
+	for _, c := range rep.Cells {
+		for _, s := range []struct {
+			name string
+			r    *sideResult
+		}{{"berthd", &c.Berthd}, {"containerd", &c.Containerd}} {
+			if s.r.FirstError != "" {
+				fmt.Fprintf(out, "%s at %d clients on %s: %d failed ops, %d failed checks; first: %s\n",
+					c.Workload, c.Clients, s.name, s.r.Errors, s.r.VerifyFailures, s.r.FirstError)
+			}
+		}
+	}
+	printSystem(out, rep)
+	if len(rep.Notes) > 0 {
+		fmt.Fprintln(out)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintln(out, n)
+	}
+	fmt.Fprintf(out, "\n%.0f s in all\n", rep.Seconds)
+}
+
+// printCells writes the table of workloads and probes.
+func printCells(out io.Writer, rep *report, conn string) {
+	o := rep.Options
 	fmt.Fprintf(out, "%d reps per cell; ops/s and CPU µs/op are medians; Create/Delete %d ops per cell, Get/List %v per cell;\n%s; spec %d bytes\n",
 		o.Reps, o.Ops, o.Duration, conn, rep.SpecSize)
 	fmt.Fprintf(out, "ratio = berthd ÷ containerd, for cells the median of the reps' ratios (each rep runs the two back to back):\n")
@@ -573,21 +681,6 @@ func printTable(out io.Writer, rep *report) {
 		rows = append(rows, []string{p.Name, "", fmt.Sprintf("%.1f", p.Berthd), fmt.Sprintf("%.1f", p.Containerd), fmt.Sprintf("%.2fx", p.Ratio)})
 	}
 	writeColumns(out, rows)
-	for _, c := range rep.Cells {
-		for _, s := range []struct {
-			name string
-			r    *sideResult
-		}{{"berthd", &c.Berthd}, {"containerd", &c.Containerd}} {
-			if s.r.FirstError != "" {
-				fmt.Fprintf(out, "%s at %d clients on %s: %d failed ops, %d failed checks; first: %s\n",
-					c.Workload, c.Clients, s.name, s.r.Errors, s.r.VerifyFailures, s.r.FirstError)
-			}
-		}
-	}
-	for _, n := range rep.Notes {
-		fmt.Fprintln(out, n)
-	}
-	fmt.Fprintf(out, "\n%.0f s in all\n", rep.Seconds)
 }
 
 func firstFields(s string, n int) string {

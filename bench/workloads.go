@@ -32,6 +32,9 @@ type workload struct {
 	setup func(ctx context.Context, d *daemon) (teardown func(context.Context) error, err error)
 	// cell prepares one measured run on d (unmeasured) and returns it.
 	cell func(ctx context.Context, d *daemon, p cellParams) (*cell, error)
+	// goal, if set, is the design brief's target for the ops/s ratio
+	// (berthd ÷ containerd) at every client count.
+	goal float64
 }
 
 // cellParams describes one measured run.
@@ -63,6 +66,7 @@ var workloads = []workload{
 	{name: "containers.List", fixedTime: true, setup: fixtures(listFixtures), cell: listCell},
 	{name: "containers.ListStream", fixedTime: true, setup: fixtures(listFixtures), cell: listStreamCell},
 	{name: "containers.Delete", cell: deleteCell},
+	{name: "snapshots.Prepare+Mounts", fixedTime: true, setup: importBusybox, cell: prepareCell, goal: 1},
 }
 
 // nsContext carries the bench namespace, as containerd's clients send it.
