@@ -41,7 +41,7 @@ clean:
 	rm -rf bin
 
 # Side by side with Debian's containerd 1.6 on this machine, as root (about
-# 3.5 minutes; docs/benchmarks.md). BENCH_FLAGS passes flags, for example
+# about 5 minutes, --quick about 2; docs/benchmarks.md). BENCH_FLAGS passes flags, for example
 #   make bench BENCH_FLAGS='--only Create --reps 5 --json bench.json'
 BENCH_FLAGS ?=
 bench:

@@ -83,8 +83,11 @@ func Layer() ([]byte, digest.Digest, error) {
 			return nil, "", err
 		}
 	}
-	for name, body := range map[string]string{"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0:\n"} {
-		if err := add(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body))}, []byte(body)); err != nil {
+	for _, f := range []struct{ name, body string }{
+		{"etc/group", "root:x:0:\n"},
+		{"etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"},
+	} {
+		if err := add(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o644, Size: int64(len(f.body))}, []byte(f.body)); err != nil {
 			return nil, "", err
 		}
 	}
