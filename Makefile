@@ -40,8 +40,8 @@ fuzz:
 clean:
 	rm -rf bin
 
-# Side by side with Debian's containerd 1.6 on this machine, as root (about
-# about 5 minutes, --quick about 2; docs/benchmarks.md). BENCH_FLAGS passes flags, for example
+# Side by side with Debian's containerd 1.6 on this machine, as root
+# (about 5 minutes, --quick about 2; docs/benchmarks.md). BENCH_FLAGS passes flags, for example
 #   make bench BENCH_FLAGS='--only Create --reps 5 --json bench.json'
 BENCH_FLAGS ?=
 bench:
