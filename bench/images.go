@@ -53,9 +53,8 @@ type imageFile struct {
 }
 
 // writeBusybox writes an archive of busybox.Layer() named busybox.Ref to
-// dir. (Not busybox.WriteArchive: two calls of busybox.Layer() may order
-// /etc's files differently, and the rows need the digests of the layer the
-// archive holds.)
+// dir, with the bench's own archive writer (which also writes the big
+// image), keeping the layer's digests for the rows.
 func writeBusybox(dir string) (*imageFile, error) {
 	layer, diffID, err := busybox.Layer()
 	if err != nil {

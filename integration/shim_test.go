@@ -5,7 +5,6 @@ package integration
 // io.containerd.berth.v2 and ctr drives it.
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -26,10 +25,9 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/testutil"
+	"github.com/berth-dev/berth/internal/testutil/busybox"
 	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/ttrpc"
-	"github.com/klauspost/compress/gzip"
-	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -265,49 +263,12 @@ func (c *shimCtrd) waitStatus(id string, want ...string) {
 	}
 }
 
-// shimCtrdLayer is a gzipped layer with the static busybox, its command
-// links and the directories a container needs.
-func shimCtrdLayer(t *testing.T) ([]byte, digest.Digest) {
-	t.Helper()
-	bin, err := os.ReadFile(testutil.RequireBinary(t, "busybox"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var raw bytes.Buffer
-	tw := tar.NewWriter(&raw)
-	add := func(h *tar.Header, data []byte) {
-		h.ModTime, h.Format = ociEpoch, tar.FormatPAX
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range []string{"bin", "dev", "etc", "proc", "sys", "tmp"} {
-		add(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755}, nil)
-	}
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bin))}, bin)
-	for _, name := range []string{"sh", "echo", "ls", "sleep", "true", "tty", "cat"} {
-		add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + name, Linkname: "busybox", Mode: 0o777}, nil)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	if _, err := zw.Write(raw.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return gz.Bytes(), digest.FromBytes(raw.Bytes())
-}
-
 func (c *shimCtrd) importImage() {
 	c.t.Helper()
-	layer, diffID := shimCtrdLayer(c.t)
+	layer, diffID, err := busybox.Layer()
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	tarPath := filepath.Join(c.t.TempDir(), "shimbox.tar")
 	writeOCIArchive(c.t, newOCIImage(c.t, layer, diffID), shimCtrdImage, tarPath)
 	c.mustCtr("images", "import", tarPath)
