@@ -3,6 +3,7 @@ package metadata
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/identifiers"
 	"github.com/berth-dev/berth/internal/labels"
@@ -146,8 +147,8 @@ func applyLabelPaths(kind, name string, current, update map[string]string, paths
 			for k, v := range update {
 				next[k] = v
 			}
-		case len(p) > len("labels.") && p[:len("labels.")] == "labels.":
-			key := p[len("labels."):]
+		case strings.HasPrefix(p, "labels.") && len(p) > len("labels."):
+			key := strings.TrimPrefix(p, "labels.")
 			if v, ok := update[key]; ok && v != "" {
 				next[key] = v
 			} else {

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -296,5 +297,5 @@ func contains(ts []Type, t Type) bool {
 
 // IsSkipped tells whether err marks a skipped plugin rather than a failed one.
 func IsSkipped(err error) bool {
-	return err != nil && (errors.Is(err, ErrSkip) || len(err.Error()) >= len(skipMessagePrefix) && err.Error()[:len(skipMessagePrefix)] == skipMessagePrefix)
+	return err != nil && (errors.Is(err, ErrSkip) || strings.HasPrefix(err.Error(), skipMessagePrefix))
 }

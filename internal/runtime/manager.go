@@ -56,30 +56,31 @@ func DefaultConfig() *Config {
 	return &Config{Shims: map[string]string{"io.containerd.runc.v2": "containerd-shim-berth-v2"}}
 }
 
+// shimDeleteTimeout bounds a shim's `delete` after it died.
+const shimDeleteTimeout = 10 * time.Second
+
 // Manager runs tasks through shims.
 type Manager struct {
-	root, state   string
-	address       string
-	ttrpcAddress  string
-	self          string
-	debug         bool
-	shims         map[string]string
-	publisher     events.Publisher
-	mu            sync.Mutex
-	tasks         map[string]*Task
-	creating      map[string]bool
-	deleteTimeout time.Duration
+	root, state  string
+	address      string
+	ttrpcAddress string
+	self         string
+	debug        bool
+	shims        map[string]string
+	publisher    events.Publisher
+	mu           sync.Mutex
+	tasks        map[string]*Task
+	creating     map[string]bool
 }
 
 // Options configure a Manager.
 type Options struct {
-	Root, State   string // the plugin's own directories
-	Address       string // berthd's gRPC socket
-	TTRPCAddress  string
-	Debug         bool
-	Config        *Config
-	Publisher     events.Publisher
-	ShimDeleteTTL time.Duration
+	Root, State  string // the plugin's own directories
+	Address      string // berthd's gRPC socket
+	TTRPCAddress string
+	Debug        bool
+	Config       *Config
+	Publisher    events.Publisher
 }
 
 // New returns a manager; call Load to reconnect to running shims.
@@ -102,7 +103,7 @@ func New(o Options) (*Manager, error) {
 	return &Manager{
 		root: o.Root, state: o.State, address: o.Address, ttrpcAddress: o.TTRPCAddress,
 		self: self, debug: o.Debug, shims: shims, publisher: o.Publisher,
-		tasks: map[string]*Task{}, creating: map[string]bool{}, deleteTimeout: 10 * time.Second,
+		tasks: map[string]*Task{}, creating: map[string]bool{},
 	}, nil
 }
 
@@ -123,15 +124,14 @@ func (t *Task) Bundle() string { return t.bundle.path }
 
 // CreateOpts describe a new task.
 type CreateOpts struct {
-	Spec                []byte // OCI runtime spec JSON
-	Rootfs              []*types.Mount
-	Stdin, Stdout       string
-	Stderr              string
-	Terminal            bool
-	Checkpoint          string
-	Runtime             string
-	Options             *anypb.Any // runtime options of the request, or of the container
-	RuntimeOptionsKnown bool
+	Spec          []byte // OCI runtime spec JSON
+	Rootfs        []*types.Mount
+	Stdin, Stdout string
+	Stderr        string
+	Terminal      bool
+	Checkpoint    string
+	Runtime       string
+	Options       *anypb.Any // runtime options of the request, or of the container
 }
 
 func key(ns, id string) string { return ns + "/" + id }
@@ -339,7 +339,7 @@ func (m *Manager) cleanupDeadShim(ctx context.Context, t *Task) {
 
 // runShimDelete runs `shim -bundle B delete` and decodes its answer.
 func (m *Manager) runShimDelete(ctx context.Context, b *bundle, binary string) (*taskapi.DeleteResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, m.deleteTimeout)
+	ctx, cancel := context.WithTimeout(ctx, shimDeleteTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, m.shimArgs(b.ns, b.id, "-bundle", b.path, "delete")...)
 	cmd.Dir = b.path
