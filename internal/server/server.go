@@ -37,6 +37,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+const (
+	streamWindow = 4 << 20
+	readBuffer   = 256 << 10
+)
+
 // GRPCService is implemented by plugins that serve gRPC.
 type GRPCService interface{ RegisterGRPC(*grpc.Server) }
 
@@ -54,6 +59,15 @@ type Server struct {
 // New builds the servers and registers services on them.
 func New(cfg *config.Config, services []any) (*Server, error) {
 	g := grpc.NewServer(
+		grpc.ForceServerCodecV2(newCodec()),
+		// Clients stream blobs in 1 MiB messages (Content.Write, one
+		// message in flight): a static window of a few messages lets each
+		// one flow without waiting for window updates, and a larger read
+		// buffer takes it in fewer read(2)s. The buffer is pooled by gRPC,
+		// held only while data is being read, not by idle connections.
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(2*streamWindow),
+		grpc.ReadBufferSize(readBuffer),
 		grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.GRPC.MaxSendMsgSize),
 		grpc.ChainUnaryInterceptor(unaryInterceptor),

@@ -24,14 +24,18 @@ import (
 	"github.com/berth-dev/berth/internal/labels"
 )
 
-// bufSize is the write buffer of a Writer: clients send small chunks (32 KiB
-// from io.Copy, less from some gRPC clients); the file sees fewer, larger
-// writes.
+// bufSize is the size of the buffers a Writer hands to its file goroutine:
+// clients send small chunks (32 KiB from io.Copy, less from some gRPC
+// clients); the file sees fewer, larger writes.
 const bufSize = 256 << 10
+
+// queueDepth is how many full buffers may wait for the file goroutine
+// before Write blocks: enough to ride out a slow write(2), little memory.
+const queueDepth = 8
 
 // kickSize is how much written data may wait before its writeback to disk
 // is started (sync_file_range, which neither waits nor makes anything
-// durable): the disk then works while the rest is hashed, and the one fsync
+// durable): the disk then works while the rest arrives, and the one fsync
 // at commit has less left to do.
 const kickSize = 4 << 20
 
@@ -177,26 +181,45 @@ func (s *Store) resume(dir string, st content.Status, desc ocispec.Descriptor) (
 }
 
 func (s *Store) newWriter(dir string, f *os.File, st content.Status, h hash.Hash) *writer {
-	return &writer{s: s, dir: dir, f: f, h: h.(hash.Cloner), cur: bufPool.Get().(*[]byte), st: st, written: st.Offset, kicked: st.Offset}
+	w := &writer{s: s, dir: dir, f: f, h: h, cur: bufPool.Get().(*[]byte), st: st}
+	w.fw.written, w.fw.kicked = st.Offset, st.Offset
+	return w
 }
 
-// writer appends to the data file of one ingest. Writes are gathered in
-// cur; a full cur is written to the file and handed to a goroutine that
-// hashes it while the next one fills, so that hashing overlaps with copying
-// and writing. Only Commit fsyncs. The writer is not safe for concurrent use.
+// writer appends to the data file of one ingest. Write hashes the bytes
+// and gathers them in cur; a full cur goes to a goroutine that writes it to
+// the file while the caller goes on, so that a client waiting for each
+// write's digest (Content.Write) waits for the hash only, and the file
+// write overlaps with the next message. Commit waits for the file goroutine
+// before it syncs; only Commit fsyncs. A file error is sticky: the next
+// Write, Truncate or Commit returns it. The writer is not safe for
+// concurrent use.
 type writer struct {
-	s       *Store
-	dir     string
-	f       *os.File // nil once closed or committed
-	h       hash.Cloner
-	cur     *[]byte       // buffered, neither written nor hashed
-	spare   *[]byte       // the previous buffer, being hashed while hashing is set
-	hashing chan struct{} // closed when the hashing of spare is done
-	err     error         // sticky write error
-	written int64         // bytes in the file
-	kicked  int64         // bytes whose writeback was started
-	st      content.Status
-	done    bool
+	s     *Store
+	dir   string
+	f     *os.File // nil once closed or committed
+	h     hash.Hash
+	cur   *[]byte // hashed, not yet handed to the file goroutine
+	queue chan *[]byte
+	fw    fileWriter
+	st    content.Status
+	done  bool
+}
+
+// fileWriter is the file goroutine's state. written and kicked belong to
+// the goroutine while buffers are in flight.
+type fileWriter struct {
+	pending sync.WaitGroup // buffers queued and not yet written
+	mu      sync.Mutex
+	err     error
+	written int64 // bytes in the file
+	kicked  int64 // bytes whose writeback was started
+}
+
+func (fw *fileWriter) error() error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return fw.err
 }
 
 func (w *writer) closedErr() error {
@@ -207,83 +230,70 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, w.closedErr()
 	}
-	if w.err != nil {
-		return 0, w.err
+	if err := w.fw.error(); err != nil {
+		return 0, err
 	}
-	n := 0
+	n := len(p)
 	for len(p) > 0 {
 		b := *w.cur
 		k := copy(b[len(b):cap(b)], p)
+		w.h.Write(b[len(b) : len(b)+k]) // just copied, so in cache
 		*w.cur = b[:len(b)+k]
 		p = p[k:]
-		n += k
 		if len(*w.cur) == cap(*w.cur) {
-			if err := w.flush(true); err != nil {
-				break
-			}
+			w.submit()
 		}
 	}
 	w.st.Offset += int64(n)
 	w.st.UpdatedAt = time.Now()
-	return n, w.err
+	return n, nil
 }
 
-// flush writes cur to the file and hashes it: in the background when async,
-// before returning otherwise.
-func (w *writer) flush(async bool) error {
-	b := *w.cur
-	if len(b) > 0 {
-		n, err := w.f.Write(b)
-		w.written += int64(n)
-		if err != nil {
-			w.err = ingestErr(w.st.Ref, err)
-		} else if w.written-w.kicked >= kickSize {
-			_ = unix.SyncFileRange(int(w.f.Fd()), w.kicked, w.written-w.kicked, unix.SYNC_FILE_RANGE_WRITE)
-			w.kicked = w.written
+// submit hands cur to the file goroutine, starting it if needed.
+func (w *writer) submit() {
+	if len(*w.cur) == 0 {
+		return
+	}
+	if w.queue == nil {
+		w.queue = make(chan *[]byte, queueDepth)
+		go w.fileLoop(w.f, w.queue)
+	}
+	w.fw.pending.Add(1)
+	w.queue <- w.cur
+	w.cur = bufPool.Get().(*[]byte)
+}
+
+func (w *writer) fileLoop(f *os.File, queue <-chan *[]byte) {
+	fw := &w.fw
+	for b := range queue {
+		if fw.error() == nil {
+			n, err := f.Write(*b)
+			fw.written += int64(n)
+			if err != nil {
+				fw.mu.Lock()
+				fw.err = ingestErr(w.st.Ref, err)
+				fw.mu.Unlock()
+			} else if fw.written-fw.kicked >= kickSize {
+				_ = unix.SyncFileRange(int(f.Fd()), fw.kicked, fw.written-fw.kicked, unix.SYNC_FILE_RANGE_WRITE)
+				fw.kicked = fw.written
+			}
 		}
+		*b = (*b)[:0]
+		bufPool.Put(b)
+		fw.pending.Done()
 	}
-	w.wait()
-	if w.err != nil || len(b) == 0 {
-		return w.err
-	}
-	if !async {
-		w.h.Write(b)
-		*w.cur = b[:0]
-		return nil
-	}
-	done := make(chan struct{})
-	go func() {
-		w.h.Write(b)
-		close(done)
-	}()
-	w.hashing = done
-	if w.spare == nil {
-		w.spare = bufPool.Get().(*[]byte)
-	}
-	w.cur, w.spare = w.spare, w.cur
-	*w.cur = (*w.cur)[:0]
-	return nil
 }
 
-// wait waits for the background hashing, after which h may be used.
-func (w *writer) wait() {
-	if w.hashing != nil {
-		<-w.hashing
-		w.hashing = nil
-	}
+// flush hands cur to the file goroutine and waits until everything
+// written so far is in the file.
+func (w *writer) flush() error {
+	w.submit()
+	w.fw.pending.Wait()
+	return w.fw.error()
 }
 
 func (w *writer) Digest() digest.Digest {
-	w.wait()
-	if w.cur == nil || len(*w.cur) == 0 {
-		return digest.NewDigestFromBytes(digest.SHA256, w.h.Sum(nil))
-	}
-	c, err := w.h.Clone()
-	if err != nil {
-		panic(fmt.Sprintf("cloning sha256: %v", err)) // crypto/sha256 always clones
-	}
-	c.Write(*w.cur)
-	return digest.NewDigestFromBytes(digest.SHA256, c.Sum(nil))
+	return digest.NewDigestFromBytes(digest.SHA256, w.h.Sum(nil))
 }
 
 func (w *writer) Status() (content.Status, error) {
@@ -300,8 +310,8 @@ func (w *writer) Truncate(size int64) error {
 	if size != 0 {
 		return fmt.Errorf("ingest %q: truncate to %d: only 0 is supported: %w", w.st.Ref, size, errdefs.ErrInvalidArgument)
 	}
-	w.wait()
 	*w.cur = (*w.cur)[:0]
+	w.fw.pending.Wait()
 	if err := w.f.Truncate(0); err != nil {
 		return ingestErr(w.st.Ref, err)
 	}
@@ -309,15 +319,17 @@ func (w *writer) Truncate(size int64) error {
 		return ingestErr(w.st.Ref, err)
 	}
 	w.h.Reset()
-	w.err = nil
-	w.written, w.kicked = 0, 0
+	w.fw.mu.Lock()
+	w.fw.err = nil
+	w.fw.mu.Unlock()
+	w.fw.written, w.fw.kicked = 0, 0
 	w.st.Offset = 0
 	w.st.UpdatedAt = time.Now()
 	return nil
 }
 
 // Close writes the buffered data (without fsync: an ingest is durable only
-// once committed) and releases the ref.
+// once committed), stops the file goroutine and releases the ref.
 func (w *writer) Close() error {
 	if w.done {
 		return nil
@@ -326,20 +338,20 @@ func (w *writer) Close() error {
 	defer w.s.unlock(w.st.Ref)
 	var err error
 	if w.f != nil {
-		err = w.flush(false)
+		err = w.flush()
 		if cerr := w.f.Close(); err == nil && cerr != nil {
 			err = ingestErr(w.st.Ref, cerr)
 		}
 		w.f = nil
 	}
-	w.wait()
-	for _, b := range []*[]byte{w.cur, w.spare} {
-		if b != nil {
-			*b = (*b)[:0]
-			bufPool.Put(b)
-		}
+	w.fw.pending.Wait()
+	if w.queue != nil {
+		close(w.queue)
+		w.queue = nil
 	}
-	w.cur, w.spare = nil, nil
+	*w.cur = (*w.cur)[:0]
+	bufPool.Put(w.cur)
+	w.cur = nil
 	return err
 }
 
@@ -367,7 +379,7 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest,
 	} else if err := content.ValidateDigest(expected); err != nil {
 		return err
 	}
-	if err := w.flush(false); err != nil {
+	if err := w.flush(); err != nil {
 		return err
 	}
 	if size > 0 && size != w.st.Offset {

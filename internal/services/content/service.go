@@ -187,8 +187,8 @@ func (s *Service) Abort(ctx context.Context, req *api.AbortRequest) (*emptypb.Em
 // Write runs one ingest over a stream; see the package comment.
 func (s *Service) Write(stream api.Content_WriteServer) error {
 	ctx := stream.Context()
-	req, err := stream.Recv()
-	if err != nil {
+	req := new(api.WriteContentRequest)
+	if err := stream.RecvMsg(req); err != nil {
 		return err
 	}
 	ref := req.Ref
@@ -278,7 +278,9 @@ func (s *Service) Write(stream api.Content_WriteServer) error {
 		if req.Action == api.WriteAction_COMMIT {
 			return nil
 		}
-		if req, err = stream.Recv(); err == io.EOF {
+		// One request serves the whole stream: berthd's codec decodes
+		// into the capacity of req.Data (the data is in the ingest by now).
+		if err := stream.RecvMsg(req); err == io.EOF {
 			return nil
 		} else if err != nil {
 			return err
