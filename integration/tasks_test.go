@@ -206,7 +206,16 @@ func TestTasksRunToCompletion(t *testing.T) {
 				if _, err := e.ts.Get(e.ctx(), &tasks.GetRequest{ContainerID: tc.id}); !errdefs.IsNotFound(native(err)) {
 					t.Errorf("get after delete: %v", err)
 				}
-				if _, err := os.Stat(filepath.Join(e.d.State, "io.containerd.runtime.v2.task", e.ns, tc.id)); !os.IsNotExist(err) {
+				// the shim's shutdown and the bundle's removal finish just
+				// after Delete answers.
+				bundle := filepath.Join(e.d.State, "io.containerd.runtime.v2.task", e.ns, tc.id)
+				for i := 0; i < 100; i++ {
+					if _, err := os.Stat(bundle); os.IsNotExist(err) {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if _, err := os.Stat(bundle); !os.IsNotExist(err) {
 					t.Errorf("bundle of %s left behind: %v", tc.id, err)
 				}
 			}

@@ -265,7 +265,11 @@ func builtins() []*plugin.Registration {
 				if err != nil {
 					return nil, err
 				}
-				return m, m.Load(ic.Context)
+				if err := m.Load(ic.Context); err != nil {
+					return nil, err
+				}
+				m.Prepare()
+				return m, nil
 			},
 		},
 		{

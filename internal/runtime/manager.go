@@ -71,6 +71,10 @@ type Manager struct {
 	mu           sync.Mutex
 	tasks        map[string]*Task
 	creating     map[string]bool
+	ending       map[string]chan struct{} // tasks deleted whose shim and bundle are still being removed
+	waiting      map[string]*launched     // by binary: a shim launched ahead of need
+	refilling    map[string]bool
+	closed       bool
 }
 
 // Options configure a Manager.
@@ -103,7 +107,8 @@ func New(o Options) (*Manager, error) {
 	return &Manager{
 		root: o.Root, state: o.State, address: o.Address, ttrpcAddress: o.TTRPCAddress,
 		self: self, debug: o.Debug, shims: shims, publisher: o.Publisher,
-		tasks: map[string]*Task{}, creating: map[string]bool{},
+		tasks: map[string]*Task{}, creating: map[string]bool{}, ending: map[string]chan struct{}{},
+		waiting: map[string]*launched{}, refilling: map[string]bool{},
 	}, nil
 }
 
@@ -148,6 +153,17 @@ func (m *Manager) Create(ctx context.Context, id string, o CreateOpts) (*Task, u
 	}
 	k := key(ns, id)
 	m.mu.Lock()
+	for m.ending[k] != nil {
+		// the task deleted last under this id is still being torn down.
+		ending := m.ending[k]
+		m.mu.Unlock()
+		select {
+		case <-ending:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+		m.mu.Lock()
+	}
 	if m.tasks[k] != nil || m.creating[k] {
 		m.mu.Unlock()
 		return nil, 0, fmt.Errorf("task %q in namespace %q: %w", id, ns, errdefs.ErrAlreadyExists)
@@ -181,7 +197,12 @@ func (m *Manager) Create(ctx context.Context, id string, o CreateOpts) (*Task, u
 		logs.Close()
 		return fail(err)
 	}
-	address, err := m.startShim(ctx, b, binary, o.Options)
+	var address string
+	if launchable(binary) {
+		address, err = m.startOwn(ctx, b, binary, o.Options)
+	} else {
+		address, err = m.startShim(ctx, b, binary, o.Options)
+	}
 	if err != nil {
 		logs.Close()
 		return fail(err)
@@ -268,7 +289,30 @@ func (m *Manager) Delete(ctx context.Context, t *Task) (*taskapi.DeleteResponse,
 	if err != nil {
 		return nil, FromShim(err)
 	}
-	m.teardown(ctx, t)
+	// The shim may still be removing the container's runtime state: its
+	// shutdown and the bundle's removal finish after the answer, and a
+	// Create under the same id waits for them.
+	k := key(t.Namespace, t.ID)
+	ending := make(chan struct{})
+	m.mu.Lock()
+	if m.tasks[k] == t {
+		delete(m.tasks, k)
+	}
+	prev := m.ending[k]
+	m.ending[k] = ending
+	m.mu.Unlock()
+	go func() {
+		if prev != nil {
+			<-prev
+		}
+		m.teardown(context.WithoutCancel(ctx), t)
+		m.mu.Lock()
+		if m.ending[k] == ending {
+			delete(m.ending, k)
+		}
+		m.mu.Unlock()
+		close(ending)
+	}()
 	return resp, nil
 }
 
@@ -283,7 +327,8 @@ func (m *Manager) teardown(ctx context.Context, t *Task) {
 	}
 	m.mu.Unlock()
 	if t.conn != nil {
-		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		// the shim answers Shutdown once it has finished its runc deletes.
+		sctx, cancel := context.WithTimeout(ctx, shimDeleteTimeout)
 		_, _ = t.conn.task.Shutdown(sctx, &taskapi.ShutdownRequest{ID: t.ID})
 		cancel()
 		t.conn.Close()
@@ -383,6 +428,7 @@ func (m *Manager) Load(ctx context.Context) error {
 		}
 	}
 	m.removeOrphanWorkDirs(ctx)
+	m.removeStaleSockets()
 	return nil
 }
 
@@ -423,9 +469,24 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 	l.Info("reconnected to running shim")
 }
 
-// Close drops the connections to the shims; the shims and their tasks keep
-// running.
+// Close waits for the tasks being torn down, lets the shims launched ahead
+// of need go, and drops the connections to the other shims: they and their
+// tasks keep running.
 func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	for b, l := range m.waiting {
+		l.abandon()
+		delete(m.waiting, b)
+	}
+	var ending []chan struct{}
+	for _, c := range m.ending {
+		ending = append(ending, c)
+	}
+	m.mu.Unlock()
+	for _, c := range ending {
+		<-c
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, t := range m.tasks {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/internal/identifiers"
+	"github.com/berth-dev/berth/internal/shim/bootstrap"
 	"github.com/containerd/log"
 )
 
@@ -63,11 +64,19 @@ func Run(args []string) int {
 	}
 
 	verb := fs.Arg(0)
+	if verb == bootstrap.Verb {
+		// the identity arrives on the bootstrap pipe and is validated there.
+		if err := serveLaunched(cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "containerd-shim-berth-v2 %s: %v\n", verb, err)
+			return 1
+		}
+		return 0
+	}
 	if err := validateIDs(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "containerd-shim-berth-v2: %v\n", err)
 		return 1
 	}
-	ctx := log.WithLogger(context.Background(), log.L.WithField("namespace", cfg.namespace).WithField("id", cfg.id))
+	ctx := withIDs(cfg)
 	var err error
 	switch verb {
 	case "start":
@@ -84,6 +93,10 @@ func Run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func withIDs(cfg config) context.Context {
+	return log.WithLogger(context.Background(), log.L.WithField("namespace", cfg.namespace).WithField("id", cfg.id))
 }
 
 func validateIDs(cfg config) error {

@@ -2,7 +2,9 @@ package shim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
@@ -11,14 +13,66 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/shim/bootstrap"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// serve is the shim server: the process start launched, with the task
-// socket's listener on fd 3 and cwd = bundle.
+// serveLaunched is the serve verb: berthd launched this server itself
+// (package bootstrap). It waits for the task's identity on the bootstrap
+// pipe, moves into the task's bundle and serves it; EOF without one means
+// berthd is gone, and the shim leaves without serving.
+func serveLaunched(cfg config) error {
+	pipe := os.NewFile(bootstrap.PipeFD, "bootstrap")
+	raw, err := readLimited(pipe, bootstrap.MaxConfig)
+	pipe.Close()
+	if err != nil {
+		return fmt.Errorf("read bootstrap: %w", err)
+	}
+	if len(raw) == 0 {
+		if l, err := net.FileListener(os.NewFile(bootstrap.ListenerFD, "task-socket")); err == nil {
+			removeSocket("unix://" + l.Addr().String())
+		}
+		return nil
+	}
+	var b bootstrap.Config
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return fmt.Errorf("decode bootstrap: %w", err)
+	}
+	cfg.namespace, cfg.id, cfg.bundle, cfg.debug = b.Namespace, b.ID, b.Bundle, cfg.debug || b.Debug
+	if err := validateIDs(cfg); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(cfg.bundle) {
+		return fmt.Errorf("bundle %q is not absolute", cfg.bundle)
+	}
+	if err := os.Chdir(cfg.bundle); err != nil {
+		return err
+	}
+	if len(b.Options) > 0 {
+		var a anypb.Any
+		if err := proto.Unmarshal(b.Options, &a); err != nil {
+			return fmt.Errorf("decode options: %w", err)
+		}
+		opts, err := parseOptions(&a)
+		if err != nil {
+			return err
+		}
+		if opts.ShimCgroup != "" {
+			if err := joinCgroup(opts.ShimCgroup, os.Getpid()); err != nil {
+				return fmt.Errorf("join shim cgroup %s: %w", opts.ShimCgroup, err)
+			}
+		}
+	}
+	return serve(withIDs(cfg), cfg)
+}
+
+// serve is the shim server, with the task socket's listener on fd 3 and
+// cwd = bundle: launched by start, or by berthd through serveLaunched.
 func serve(ctx context.Context, cfg config) error {
 	setupLogging(cfg.debug)
 	// One P: the shim's work is waiting on runc and pipes, and every P
@@ -33,7 +87,7 @@ func serve(ctx context.Context, cfg config) error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return err
 	}
-	lf := os.NewFile(3, "task-socket")
+	lf := os.NewFile(bootstrap.ListenerFD, "task-socket")
 	l, err := net.FileListener(lf)
 	lf.Close()
 	if err != nil {
@@ -73,13 +127,12 @@ loop:
 			break loop
 		}
 	}
+	svc.background.Wait()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	_ = srv.Shutdown(sctx)
 	cancel()
 	pub.close(5 * time.Second)
-	if b, err := os.ReadFile(filepath.Join(cfg.bundle, "address")); err == nil {
-		removeSocket(string(b))
-	}
+	removeSocket("unix://" + l.Addr().String())
 	return nil
 }
 

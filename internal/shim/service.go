@@ -66,6 +66,7 @@ type container struct {
 	deleting     bool
 	mounted      bool
 	killAllOnEnd bool // no pid namespace of its own: kill the rest when init exits
+	poststop     bool // the spec has poststop hooks
 	cg           *cgroup
 	oom          *oomWatch
 	initExit     *exit // init's exit, held until the running execs have exited
@@ -95,6 +96,7 @@ type service struct {
 	held       []exit // exits of unknown pids seen while starting > 0
 	closing    bool
 	shutdown   func()
+	background sync.WaitGroup // runc deletes after Delete answered
 }
 
 // eventPublisher queues task events for the daemon without blocking.
@@ -272,7 +274,8 @@ func (s *service) Create(ctx context.Context, r *task.CreateTaskRequest) (_ *tas
 		return nil, err
 	}
 	c.runc = newRunc(opts, s.ns, r.Bundle)
-	c.killAllOnEnd = sharesPidNamespace(r.Bundle)
+	traits := readSpecTraits(r.Bundle)
+	c.killAllOnEnd, c.poststop = traits.sharesPid, traits.poststop
 	if len(r.Rootfs) > 0 {
 		rootfs := filepath.Join(r.Bundle, "rootfs")
 		if err := os.Mkdir(rootfs, 0o711); err != nil && !os.IsExist(err) {
@@ -351,27 +354,39 @@ func (s *service) Create(ctx context.Context, r *task.CreateTaskRequest) (_ *tas
 	return &task.CreateTaskResponse{Pid: uint32(pid)}, nil
 }
 
-// sharesPidNamespace reports whether the bundle's spec gives the container
-// no pid namespace of its own, so that its processes outlive init.
-func sharesPidNamespace(bundle string) bool {
+// specTraits are what the shim needs to know of a bundle's spec.
+type specTraits struct {
+	sharesPid bool // no pid namespace of its own: its processes outlive init
+	poststop  bool // it has poststop hooks, which runc delete runs
+}
+
+func readSpecTraits(bundle string) specTraits {
 	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
-		return false
+		return specTraits{}
 	}
 	var spec struct {
+		Hooks *struct {
+			Poststop []json.RawMessage `json:"poststop"`
+		} `json:"hooks"`
 		Linux *struct {
 			Namespaces []specs.LinuxNamespace `json:"namespaces"`
 		} `json:"linux"`
 	}
-	if json.Unmarshal(b, &spec) != nil || spec.Linux == nil {
-		return false
+	if json.Unmarshal(b, &spec) != nil {
+		return specTraits{}
 	}
+	t := specTraits{poststop: spec.Hooks != nil && len(spec.Hooks.Poststop) > 0}
+	if spec.Linux == nil {
+		return t
+	}
+	t.sharesPid = true
 	for _, ns := range spec.Linux.Namespaces {
 		if ns.Type == specs.PIDNamespace && ns.Path == "" {
-			return false
+			t.sharesPid = false
 		}
 	}
-	return true
+	return t
 }
 
 // Start starts init (`runc start`) or an exec (`runc exec --detach`).
@@ -517,6 +532,12 @@ func (s *service) Delete(ctx context.Context, r *task.DeleteRequest) (*task.Dele
 	}
 	c.deleting = true
 	created := p.state == stateCreated
+	// Once init has exited in a pid namespace of its own, nothing of the
+	// container runs: the rootfs can go first, and runc's removal of its
+	// state and cgroups, which takes a process start, after the answer
+	// (Shutdown waits for it). Poststop hooks might look at the rootfs, so
+	// with those the order stays runc delete, then unmount.
+	later := !created && !c.killAllOnEnd && !c.poststop
 	s.mu.Unlock()
 
 	if created {
@@ -529,8 +550,18 @@ func (s *service) Delete(ctx context.Context, r *task.DeleteRequest) (*task.Dele
 		case <-time.After(5 * time.Second):
 		}
 	}
-	if err := c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil && !strings.Contains(err.Error(), "not exist") {
-		log.G(ctx).WithError(runtimeError(c.bundle, err, "runc delete")).Warn("delete task")
+	if later {
+		s.background.Add(1)
+		defer func() {
+			go func() {
+				defer s.background.Done()
+				ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+				defer cancel()
+				s.runcDelete(ctx, c)
+			}()
+		}()
+	} else {
+		s.runcDelete(ctx, c)
 	}
 	s.mu.Lock()
 	oom := c.oom
@@ -571,6 +602,13 @@ func (s *service) Delete(ctx context.Context, r *task.DeleteRequest) (*task.Dele
 		ContainerID: c.id, Pid: uint32(p.pid), ExitStatus: uint32(p.status), ExitedAt: timestamppb.New(p.exitedAt),
 	})
 	return &task.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.status), ExitedAt: timestamppb.New(p.exitedAt)}, nil
+}
+
+// runcDelete removes the container's runtime state and cgroups.
+func (s *service) runcDelete(ctx context.Context, c *container) {
+	if err := c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil && !strings.Contains(err.Error(), "not exist") {
+		log.G(ctx).WithError(runtimeError(c.bundle, err, "runc delete")).Warn("delete task")
+	}
 }
 
 // Exec registers an exec process; Start runs it.
@@ -886,6 +924,7 @@ func (s *service) Shutdown(ctx context.Context, r *task.ShutdownRequest) (*empty
 	}
 	s.closing = true
 	s.mu.Unlock()
+	s.background.Wait()
 	s.shutdown()
 	return &emptypb.Empty{}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/shim/bootstrap"
 	"github.com/containerd/containerd/api/events"
 	"google.golang.org/protobuf/proto"
 )
@@ -152,7 +153,7 @@ func TestSocketPath(t *testing.T) {
 		{"/" + strings.Repeat("d", 80) + "/io.containerd.runtime.v2.task/ns/c1", "/run/berth/s"},
 	} {
 		p := socketPath("/run/berth/berthd.sock", "ns", "c1", tc.bundle)
-		if len(p) > maxSocketPath {
+		if len(p) > bootstrap.MaxSocketPath {
 			t.Errorf("%s: socket path %d bytes long", tc.bundle, len(p))
 		}
 		if got := p[:len(p)-65]; got != tc.wantDir {

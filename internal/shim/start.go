@@ -16,14 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-dev/berth/internal/shim/bootstrap"
 	"github.com/containerd/log"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
-
-// maxSocketPath is the longest path a sockaddr_un holds (108 bytes with
-// the terminating NUL).
-const maxSocketPath = 107
 
 // socketPath is the task socket of (address, ns, id): the sha256 of
 // filepath.Join(address, ns, id), the name containerd's shims use, in
@@ -32,7 +29,7 @@ func socketPath(address, ns, id, bundle string) string {
 	sum := sha256.Sum256([]byte(filepath.Join(address, ns, id)))
 	name := hex.EncodeToString(sum[:])
 	p := filepath.Join(stateDir(bundle), "s", name)
-	if len(p) > maxSocketPath {
+	if len(p) > bootstrap.MaxSocketPath {
 		p = filepath.Join(fallbackState, "s", name)
 	}
 	return p
@@ -60,7 +57,7 @@ func start(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) e
 
 	path := socketPath(cfg.address, cfg.namespace, cfg.id, cfg.bundle)
 	address := "unix://" + path
-	l, err := listenSocket(path)
+	l, err := bootstrap.Listen(path)
 	if err != nil {
 		if !errors.Is(err, syscall.EADDRINUSE) {
 			return err
@@ -74,13 +71,11 @@ func start(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) e
 			return err
 		}
 		_ = os.Remove(path)
-		if l, err = listenSocket(path); err != nil {
+		if l, err = bootstrap.Listen(path); err != nil {
 			return err
 		}
 	}
-	ul := l.(*net.UnixListener)
-	ul.SetUnlinkOnClose(false)
-	lf, err := ul.File()
+	lf, err := l.File()
 	l.Close()
 	if err != nil {
 		os.Remove(path)
@@ -102,7 +97,7 @@ func start(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) e
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cfg.bundle
-	cmd.Env = append(os.Environ(), "GODEBUG="+strings.TrimSuffix(serverGODEBUG+","+os.Getenv("GODEBUG"), ","))
+	cmd.Env = append(os.Environ(), "GODEBUG="+strings.TrimSuffix(bootstrap.GODEBUG+","+os.Getenv("GODEBUG"), ","))
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -127,35 +122,6 @@ func start(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) e
 	_ = cmd.Process.Release()
 	_, err = io.WriteString(stdout, address)
 	return err
-}
-
-// serverGODEBUG trims the server's runtime before its first allocation,
-// which only the environment can: no heap profiling (its bucket table and
-// records outweigh the shim's live heap) and no cgroup-driven GOMAXPROCS
-// (its scratch buffer and open cgroup files; the server runs on one P).
-const serverGODEBUG = "memprofilerate=0,cgroupgomaxprocs=0,updatemaxprocs=0"
-
-// listenSocket listens on a filesystem unix socket, 0600 in a 0700 dir.
-func listenSocket(path string) (net.Listener, error) {
-	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("socket path %s is %d bytes, longer than %d", path, len(path), maxSocketPath)
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, err
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
 }
 
 func canConnect(path string) bool {

@@ -1,0 +1,143 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/testutil"
+	containers "github.com/containerd/containerd/api/services/containers/v1"
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+)
+
+// waitingShims lists the berth shims launched by daemon d that wait for a
+// task: they run in the runtime's state directory, not in a bundle.
+func waitingShims(d *testutil.Daemon) []int {
+	var pids []int
+	for _, pid := range shimCtrdShims(d.Address, "") {
+		cwd, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "cwd"))
+		if err == nil && alive(pid) && cwd == filepath.Join(d.State, "io.containerd.runtime.v2.task") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(cond func() bool) bool {
+	for i := 0; i < 250; i++ {
+		if cond() {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cond()
+}
+
+// launchSockets lists the task sockets of launched shims in the state dir.
+func launchSockets(t *testing.T, state string) []string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(state, "s", "l-*"))
+	return m
+}
+
+// TestShimLaunchedAhead: berthd launches its own shim directly and keeps
+// one waiting; a task takes the waiting one, another is launched, a killed
+// waiting shim does not break Create, a task recreated right after Delete
+// works, and a waiting shim leaves with berthd (stopped or killed),
+// removing its socket.
+func TestShimLaunchedAhead(t *testing.T) {
+	d := shimDaemon(t, "containerd-shim-berth-v2")
+	conn := d.Conn(t)
+	e := &taskEnv{t: t, d: d, ns: "tl", rootfs: busyboxRootfs(t), cs: containers.NewContainersClient(conn), ts: tasks.NewTasksClient(conn)}
+	t.Cleanup(e.killAll)
+
+	var first []int
+	if !eventually(func() bool { first = waitingShims(d); return len(first) == 1 }) {
+		t.Fatalf("after start-up: %d waiting shims, want 1", len(first))
+	}
+	out := e.create("a", "echo", "one")
+	bundle := filepath.Join(d.State, "io.containerd.runtime.v2.task", e.ns, "a")
+	if pid := shimPidOf(t, bundle); pid != first[0] {
+		t.Errorf("task served by shim %d, want the waiting one %d", pid, first[0])
+	}
+	if b, err := os.ReadFile(filepath.Join(bundle, "address")); err != nil || !strings.Contains(string(b), "/s/l-") {
+		t.Errorf("bundle address %q, %v", b, err)
+	}
+	var second []int
+	if !eventually(func() bool { second = waitingShims(d); return len(second) == 1 && second[0] != first[0] }) {
+		t.Fatalf("after a task took the waiting shim: waiting %v, want one other than %d", second, first[0])
+	}
+
+	// run to completion, delete, and create again under the same id at once.
+	if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := e.ts.Wait(e.ctx(), &tasks.WaitRequest{ContainerID: "a"}); err != nil || w.ExitStatus != 0 {
+		t.Fatalf("wait: %v %v", w, err)
+	}
+	if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: "a", Stdout: "file://" + out, Stderr: "file://" + out}); err != nil {
+		t.Fatalf("create again right after delete: %v", err)
+	}
+	if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := e.ts.Wait(e.ctx(), &tasks.WaitRequest{ContainerID: "a"}); err != nil || w.ExitStatus != 0 {
+		t.Fatalf("wait: %v %v", w, err)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "one\none\n" {
+		t.Errorf("output of both runs %q", b)
+	}
+	if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// a waiting shim killed: the next Create launches another and works;
+	// the killed one is reaped (berthd is its parent).
+	var w []int
+	if !eventually(func() bool { w = waitingShims(d); return len(w) == 1 }) {
+		t.Fatalf("waiting shims %v", w)
+	}
+	if err := syscall.Kill(w[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(func() bool { _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(w[0]))); return os.IsNotExist(err) }) {
+		t.Errorf("killed waiting shim %d was not reaped", w[0])
+	}
+	e.create("b", "true")
+	if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ts.Wait(e.ctx(), &tasks.WaitRequest{ContainerID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// the waiting shim leaves with berthd, stopped or killed, and so does
+	// its socket; the shims of deleted tasks are gone and left no socket.
+	for _, stop := range []struct {
+		name string
+		f    func()
+	}{{"SIGTERM", d.Stop}, {"SIGKILL", d.Kill}} {
+		if !eventually(func() bool { w = waitingShims(d); return len(w) == 1 }) {
+			t.Fatalf("before %s: waiting shims %v", stop.name, w)
+		}
+		stop.f()
+		if !eventually(func() bool { return len(shimCtrdShims(d.Address, "")) == 0 }) {
+			t.Errorf("after berthd's %s: shims %v still run", stop.name, shimCtrdShims(d.Address, ""))
+		}
+		if !eventually(func() bool { return len(launchSockets(t, d.State)) == 0 }) {
+			t.Errorf("after berthd's %s: sockets %v left", stop.name, launchSockets(t, d.State))
+		}
+		d.Start()
+	}
+}
