@@ -47,7 +47,13 @@ type MetaStore struct {
 // NewMetaStore opens (creating if needed) the bbolt file at path. A file
 // that another process holds open is an error after a second.
 func NewMetaStore(path string) (*MetaStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	// As the metadata database: the free list is rebuilt when the file is
+	// opened instead of written with every commit.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        time.Second,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot metadata %q: %w", path, err)
 	}

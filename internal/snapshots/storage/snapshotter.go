@@ -190,9 +190,12 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		}
 		return nil, fmt.Errorf("populate snapshot %q: %w", key, err)
 	}
-	if err := syncDir(tmp); err != nil {
-		return nil, err
-	}
+	// No fsync of tmp itself: the fsync of the snapshots directory after
+	// the rename, before the record commits, is a commit of the
+	// filesystem's journal on journalling filesystems (ext4, xfs), which
+	// includes every earlier change to the tree made here, such as the directories Populate made in tmp. Populate's file
+	// contents were never synced (a snapshot's files are as durable as
+	// the page cache makes them, in containerd too).
 
 	var (
 		snap      Snapshot
