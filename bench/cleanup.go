@@ -42,6 +42,22 @@ func shimPids(address string) []int {
 	return pids
 }
 
+// taskShims splits shim pids into those serving tasks and those launched
+// ahead of need that wait for one (berthd keeps one of its own shim
+// waiting): a task's shim runs in its bundle, <runtime state>/<ns>/<id>; a
+// waiting one in <runtime state> itself.
+func taskShims(pids []int) (serving, waiting []int) {
+	for _, pid := range pids {
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		if err == nil && filepath.Base(cwd) == "io.containerd.runtime.v2.task" {
+			waiting = append(waiting, pid)
+		} else {
+			serving = append(serving, pid)
+		}
+	}
+	return serving, waiting
+}
+
 func allPids() []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int

@@ -156,7 +156,9 @@ func adjustOOMScore(pid int) {
 }
 
 // startOwn gives the task of bundle b to a launched shim of binary (the
-// one waiting, or a new one) and returns its address.
+// one waiting, or a new one) and returns its address. The caller launches
+// the next waiting shim (refill) once the task's Create is done, so that
+// the launch does not compete with runc create for the CPU.
 func (m *Manager) startOwn(ctx context.Context, b *bundle, binary string, opts *anypb.Any) (string, error) {
 	cfg := bootstrap.Config{Namespace: b.ns, ID: b.id, Bundle: b.path, Debug: m.debug}
 	if opts != nil {
@@ -176,7 +178,6 @@ func (m *Manager) startOwn(ctx context.Context, b *bundle, binary string, opts *
 				return "", err
 			}
 		}
-		go m.refill(binary)
 		address := "unix://" + l.socket
 		if err = os.WriteFile(filepath.Join(b.path, "address"), []byte(address), 0o600); err != nil {
 			l.abandon()

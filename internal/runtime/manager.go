@@ -4,9 +4,13 @@
 // For each task it makes a bundle, <state>/<ns>/<id>, holding config.json
 // (the container's spec, verbatim), rootfs/ (the shim mounts the request's
 // rootfs there), work (a link to <root>/<ns>/<id>, kept across reboots), log
-// (a FIFO the shim writes its log to) and shim-binary-path. It starts the
-// shim with `start`, talks to it over ttrpc (containerd.task.v2.Task), and
-// on start-up reconnects to every shim whose bundle is still there.
+// (a FIFO the shim writes its log to), shim-binary-path and address. It
+// starts a shim with `start` as containerd does, except berth's own, which
+// it launches itself and keeps one of waiting (launch.go); it talks to the
+// shim over ttrpc (containerd.task.v2.Task), and on start-up reconnects to
+// every shim whose bundle is still there. A task's Delete is answered
+// before its shim has shut down and its bundle is gone; a Create under the
+// same id waits for both.
 //
 // Invariants:
 //   - namespaces and IDs are validated before any path is built from them;
@@ -199,6 +203,7 @@ func (m *Manager) Create(ctx context.Context, id string, o CreateOpts) (*Task, u
 	}
 	var address string
 	if launchable(binary) {
+		defer func() { go m.refill(binary) }()
 		address, err = m.startOwn(ctx, b, binary, o.Options)
 	} else {
 		address, err = m.startShim(ctx, b, binary, o.Options)
