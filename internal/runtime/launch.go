@@ -10,8 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -102,7 +100,9 @@ func (m *Manager) launch(binary string) (*launched, error) {
 		return nil, fmt.Errorf("launch shim %s: %w", binary, err)
 	}
 	reapLater(p, pidfd)
-	adjustOOMScore(p.Pid)
+	if err := bootstrap.AdjustOOMScore(p.Pid, os.Getpid()); err != nil {
+		log.L.WithError(err).Debug("adjust oom score of a shim")
+	}
 	return &launched{pid: p.Pid, socket: path, pipe: pw}, nil
 }
 
@@ -136,23 +136,6 @@ func reapLater(p *os.Process, pidfd int) {
 			}
 		})
 	}()
-}
-
-// adjustOOMScore makes the shim one step more killable than berthd, as
-// containerd does, so that a container's shim dies before the daemon.
-func adjustOOMScore(pid int) {
-	b, err := os.ReadFile("/proc/self/oom_score_adj")
-	if err != nil {
-		return
-	}
-	score, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return
-	}
-	if score < 1000 {
-		score++
-	}
-	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(score)), 0)
 }
 
 // startOwn gives the task of bundle b to a launched shim of binary (the

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -115,7 +114,9 @@ func start(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) e
 			return fail(fmt.Errorf("move shim to cgroup %s: %w", shimCgroup, err))
 		}
 	}
-	adjustOOMScore(ctx, cmd.Process.Pid)
+	if err := bootstrap.AdjustOOMScore(cmd.Process.Pid, os.Getppid()); err != nil {
+		log.G(ctx).WithError(err).Debug("adjust oom score of the shim")
+	}
 	if err := writeFileAtomic(filepath.Join(cfg.bundle, "address"), []byte(address), 0o600); err != nil {
 		return fail(err)
 	}
@@ -141,25 +142,5 @@ func removeSocket(address string) {
 	}
 	if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		_ = os.Remove(p)
-	}
-}
-
-// adjustOOMScore makes the shim one step more killable than the daemon
-// that started it, as containerd does, so a container's shim dies before
-// the daemon.
-func adjustOOMScore(ctx context.Context, pid int) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", os.Getppid()))
-	if err != nil {
-		return
-	}
-	score, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return
-	}
-	if score < 1000 {
-		score++
-	}
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(score)), 0); err != nil {
-		log.G(ctx).WithError(err).Debug("adjust oom score of the shim")
 	}
 }

@@ -21,6 +21,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // Verb is the shim subcommand of a launch through this hand-over.
@@ -81,4 +83,22 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// AdjustOOMScore makes the shim pid one step more killable than the daemon
+// (daemonPid), as containerd does, so that a container's shim dies before
+// the daemon that supervises it.
+func AdjustOOMScore(pid, daemonPid int) error {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", daemonPid))
+	if err != nil {
+		return err
+	}
+	score, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return err
+	}
+	if score < 1000 {
+		score++
+	}
+	return os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(score)), 0)
 }
