@@ -57,5 +57,11 @@
 //     directory to it; only one process opens a root at a time (bbolt's
 //     file lock);
 //   - expensive work (copying a parent, measuring usage) happens outside
-//     write transactions; what it was based on is checked again inside.
+//     write transactions; what it was based on is checked again inside;
+//   - concurrent creations, commits, removals and label updates share one
+//     write transaction, one sync of the snapshots directory and one bbolt
+//     commit (group commit); their transaction functions only change
+//     records, and the directory work of the calls that commit runs after
+//     all of them succeeded, still inside the transaction
+//     (MetaStore.Update, Tx.BeforeCommit).
 package storage

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,12 +37,23 @@ var (
 
 // MetaStore holds the records of one snapshotter's snapshots in a bbolt
 // file; the schema is in the package documentation. Every Update is
-// fsync'd before it returns.
+// fsync'd before it returns; concurrent Updates share one transaction and
+// one fsync (group commit, as in the metadata database), and so do the
+// directory syncs they ask for.
 type MetaStore struct {
 	db *bolt.DB
 
 	mu     sync.Mutex
 	closed bool
+
+	batchMu sync.Mutex
+	pending []*call
+	running bool
+}
+
+type call struct {
+	fn  func(*Tx) error
+	err chan error
 }
 
 // NewMetaStore opens (creating if needed) the bbolt file at path. A file
@@ -89,28 +101,162 @@ func (ms *MetaStore) Close() error {
 // View runs fn in a read-only transaction.
 func (ms *MetaStore) View(fn func(*Tx) error) error {
 	return ms.db.View(func(tx *bolt.Tx) error {
-		return fn(newTx(tx))
+		return fn(newTx(tx, nil))
 	})
 }
 
 // Update runs fn in a read-write transaction, committed (and synced) if fn
-// returns nil, rolled back otherwise.
+// returns nil, rolled back otherwise. The transaction may hold the calls of
+// other goroutines too: fn must change nothing but the records (side
+// effects go in Tx.BeforeCommit), and it may run more than once, when a
+// sibling in its batch fails; a failing fn never takes a sibling's changes
+// down with it. A BeforeCommit function or directory sync that fails fails
+// every call of its batch.
 func (ms *MetaStore) Update(fn func(*Tx) error) error {
+	c := &call{fn: fn, err: make(chan error, 1)}
+	ms.batchMu.Lock()
+	ms.pending = append(ms.pending, c)
+	if !ms.running {
+		ms.running = true
+		go ms.commitLoop()
+	}
+	ms.batchMu.Unlock()
+	return <-c.err
+}
+
+// Exclusive runs fn alone in a read-write transaction, committed if fn
+// returns nil. fn runs once and may have side effects.
+func (ms *MetaStore) Exclusive(fn func(*Tx) error) error {
 	return ms.db.Update(func(tx *bolt.Tx) error {
-		return fn(newTx(tx))
+		t := newTx(tx, &hooks{})
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.hooks.run()
 	})
+}
+
+func (ms *MetaStore) commitLoop() {
+	for {
+		ms.batchMu.Lock()
+		batch := ms.pending
+		ms.pending = nil
+		if len(batch) == 0 {
+			ms.running = false
+			ms.batchMu.Unlock()
+			return
+		}
+		ms.batchMu.Unlock()
+		ms.commit(batch)
+	}
+}
+
+// commit applies a batch in one transaction. When one call fails, the
+// transaction is rolled back, that call runs alone (so that it sees
+// exactly its own error) and the others are tried again together.
+func (ms *MetaStore) commit(batch []*call) {
+	for len(batch) > 0 {
+		failed := -1
+		err := ms.db.Update(func(tx *bolt.Tx) error {
+			h := &hooks{}
+			for i, c := range batch {
+				if err := safe(c.fn, newTx(tx, h)); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return h.run()
+		})
+		if failed < 0 {
+			for _, c := range batch {
+				c.err <- err
+			}
+			return
+		}
+		c := batch[failed]
+		batch = append(batch[:failed:failed], batch[failed+1:]...)
+		if len(batch) == 0 {
+			c.err <- err
+			return
+		}
+		c.err <- ms.Exclusive(func(tx *Tx) error { return safe(c.fn, tx) })
+	}
+}
+
+func safe(fn func(*Tx) error, tx *Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("snapshot transaction panicked: %v: %w", r, errdefs.ErrInternal)
+		}
+	}()
+	return fn(tx)
+}
+
+// hooks are what the calls of one transaction asked to be done before it
+// commits.
+type hooks struct {
+	do   []func() error
+	undo []func()
+	dirs []string
+}
+
+// run calls the functions in order, then syncs each directory once. On an
+// error it undoes what it did, while the transaction still excludes every
+// other writer.
+func (h *hooks) run() (err error) {
+	done := 0
+	defer func() {
+		if err != nil {
+			for i := done - 1; i >= 0; i-- {
+				if h.undo[i] != nil {
+					h.undo[i]()
+				}
+			}
+		}
+	}()
+	for _, fn := range h.do {
+		if err := fn(); err != nil {
+			return err
+		}
+		done++
+	}
+	for i, d := range h.dirs {
+		if !slices.Contains(h.dirs[:i], d) {
+			if err := syncDir(d); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Tx is a transaction on the snapshot records.
 type Tx struct {
 	snapshots *bolt.Bucket
 	children  *bolt.Bucket
+	hooks     *hooks
 }
 
-func newTx(tx *bolt.Tx) *Tx {
+func newTx(tx *bolt.Tx, h *hooks) *Tx {
 	v1 := tx.Bucket(bucketV1)
-	return &Tx{snapshots: v1.Bucket(bucketSnapshots), children: v1.Bucket(bucketChildren)}
+	return &Tx{snapshots: v1.Bucket(bucketSnapshots), children: v1.Bucket(bucketChildren), hooks: h}
 }
+
+// BeforeCommit has do run inside the transaction once every call of its
+// batch has succeeded, before the directory syncs and the commit: the
+// place for side effects that must happen before the records are durable
+// (installing a directory). Only the run of the call that commits
+// registers it. When do or anything after it fails before the commit,
+// undo (if not nil) runs, still inside the transaction. Neither may use
+// the Tx.
+func (t *Tx) BeforeCommit(do func() error, undo func()) {
+	t.hooks.do = append(t.hooks.do, do)
+	t.hooks.undo = append(t.hooks.undo, undo)
+}
+
+// SyncDirBeforeCommit has dir fsync'd after the BeforeCommit functions
+// and before the commit, once for the whole batch.
+func (t *Tx) SyncDirBeforeCommit(dir string) { t.hooks.dirs = append(t.hooks.dirs, dir) }
 
 // Snapshot is what a snapshotter needs to know to mount an active or view
 // snapshot.

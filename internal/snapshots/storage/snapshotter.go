@@ -210,20 +210,29 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			return fmt.Errorf("parent %q of %q changed: %w", parent, key, errdefs.ErrAborted)
 		}
 		dir := s.layout.Dir(snap.ID)
-		if err := os.Rename(tmp, dir); err != nil {
-			if !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOTEMPTY) {
-				return fmt.Errorf("install snapshot %q: %w", key, err)
-			}
-			// An orphan of a transaction that never committed.
-			if err := os.RemoveAll(dir); err != nil {
-				return fmt.Errorf("replace orphan directory of snapshot %q: %w", key, err)
-			}
+		tx.BeforeCommit(func() error {
 			if err := os.Rename(tmp, dir); err != nil {
-				return fmt.Errorf("install snapshot %q: %w", key, err)
+				if !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOTEMPTY) {
+					return fmt.Errorf("install snapshot %q: %w", key, err)
+				}
+				// An orphan of a transaction that never committed.
+				if err := os.RemoveAll(dir); err != nil {
+					return fmt.Errorf("replace orphan directory of snapshot %q: %w", key, err)
+				}
+				if err := os.Rename(tmp, dir); err != nil {
+					return fmt.Errorf("install snapshot %q: %w", key, err)
+				}
 			}
-		}
-		installed, tmp = dir, ""
-		return syncDir(s.layout.Snapshots())
+			installed, tmp = dir, ""
+			return nil
+		}, func() {
+			if err := os.RemoveAll(installed); err != nil {
+				log.G(ctx).WithError(err).WithField("path", installed).Warn("remove directory of a snapshot that was not recorded")
+			}
+			installed = ""
+		})
+		tx.SyncDirBeforeCommit(s.layout.Snapshots())
+		return nil
 	})
 	if err != nil {
 		if installed != "" {
@@ -264,17 +273,22 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 // to Cleanup.
 func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	var id string
+	acquired := false
 	err := s.ms.Update(func(tx *Tx) (err error) {
 		if id, _, err = tx.Remove(key); err != nil {
 			return err
 		}
 		// Taken inside the transaction: no Cleanup can list the
 		// directory as an orphan before it is marked.
-		s.acquire(id)
+		tx.BeforeCommit(func() error {
+			s.acquire(id)
+			acquired = true
+			return nil
+		}, nil)
 		return nil
 	})
 	if err != nil {
-		if id != "" {
+		if acquired {
 			s.release(id)
 		}
 		return err
@@ -335,7 +349,7 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 		doomed []string
 		errs   []error
 	)
-	err := s.ms.Update(func(tx *Tx) error {
+	err := s.ms.Exclusive(func(tx *Tx) error {
 		ids := tx.IDs()
 		s.mu.Lock()
 		defer s.mu.Unlock()

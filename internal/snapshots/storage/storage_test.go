@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -280,5 +281,76 @@ func TestDiskUsage(t *testing.T) {
 	}
 	if u.Inodes != 2 || u.Size < 10000 || u.Size > 3*10000 {
 		t.Errorf("usage %+v: want 2 inodes (hard link counted once) and about 10000 bytes", u)
+	}
+}
+
+// Concurrent creations and removals share transactions; one that fails
+// (a key taken twice) must neither fail its siblings nor leave a directory.
+func TestConcurrentCreateAndRemove(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	d := &blockingDriver{layout: Layout(root)}
+	d.pass.Store(true)
+	s, err := New(root, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	const n = 40
+	errs := make(chan error, 2*n)
+	for i := range 2 * n {
+		go func() {
+			_, err := s.Prepare(ctx, fmt.Sprintf("k%d", i%n), "")
+			errs <- err
+		}()
+	}
+	failed := 0
+	for range 2 * n {
+		if err := <-errs; errdefs.IsAlreadyExists(err) {
+			failed++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if failed != n {
+		t.Fatalf("%d creations of a key taken twice failed, want %d", failed, n)
+	}
+	dirs := map[string]bool{}
+	for i := range n {
+		ms, err := s.Mounts(ctx, fmt.Sprintf("k%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dirs[ms[0].Source] {
+			t.Fatalf("two snapshots share %s", ms[0].Source)
+		}
+		dirs[ms[0].Source] = true
+		if _, err := os.Stat(ms[0].Source); err != nil {
+			t.Fatalf("snapshot directory: %v", err)
+		}
+	}
+	if entries, _ := os.ReadDir(Layout(root).Snapshots()); len(entries) != n {
+		t.Fatalf("%d entries in the snapshots directory, want %d", len(entries), n)
+	}
+	for i := range 2 * n {
+		go func() { errs <- s.Remove(ctx, fmt.Sprintf("k%d", i%n)) }()
+	}
+	removed := 0
+	for range 2 * n {
+		if err := <-errs; err == nil {
+			removed++
+		} else if !errdefs.IsNotFound(err) {
+			t.Fatal(err)
+		}
+	}
+	if removed != n {
+		t.Fatalf("%d removals succeeded, want %d", removed, n)
+	}
+	if entries, _ := os.ReadDir(Layout(root).Snapshots()); len(entries) != 0 {
+		t.Fatalf("left behind: %v", entries)
+	}
+	if len(s.busy) != 0 {
+		t.Fatalf("names still marked busy: %v", s.busy)
 	}
 }
