@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -467,6 +468,94 @@ func TestTasksOutputEOF(t *testing.T) {
 				t.Fatal(err)
 			}
 			if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "eof"}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestTasksTerminalStdinEOF: when the client's stdin of a terminal process
+// ends (its writer gone and CloseIO), the shim hangs the terminal up, as
+// containerd's does: cat, reading the terminal, ends, and what it echoed
+// before has been copied out.
+func TestTasksTerminalStdinEOF(t *testing.T) {
+	for _, shim := range taskShims(t) {
+		t.Run(shim, func(t *testing.T) {
+			e := newTaskEnv(t, shim)
+			spec, _ := json.Marshal(oci.Default(e.ns, "tty", oci.Options{Args: []string{"cat"}, Terminal: true, Root: e.rootfs}))
+			_, err := e.cs.Create(e.ctx(), &containers.CreateContainerRequest{Container: &containers.Container{
+				ID: "tty", Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"}, Spec: &anypb.Any{TypeUrl: specURL, Value: spec},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			stdin := filepath.Join(dir, "stdin")
+			if err := syscall.Mkfifo(stdin, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// O_RDWR does not wait for the shim, which opens its read end
+			// in Create.
+			w, err := os.OpenFile(stdin, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			out := filepath.Join(dir, "out")
+			if err := syscall.Mkfifo(out, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, err := os.OpenFile(out, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var mu sync.Mutex
+			var got []byte
+			go func() {
+				b := make([]byte, 4096)
+				for {
+					n, err := r.Read(b)
+					mu.Lock()
+					got = append(got, b[:n]...)
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+				}
+			}()
+			output := func() string { mu.Lock(); defer mu.Unlock(); return string(got) }
+			if _, err := e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: "tty", Terminal: true, Stdin: stdin, Stdout: out}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "tty"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(w, "typed\n"); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; ; i++ {
+				if strings.Count(output(), "typed") == 2 { // the echo and cat's copy
+					break
+				}
+				if i == 250 {
+					t.Fatalf("terminal output %q, want typed twice", output())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if st := e.status("tty"); st != task.Status_RUNNING {
+				t.Fatalf("status %v before stdin ends", st)
+			}
+			w.Close()
+			if _, err := e.ts.CloseIO(e.ctx(), &tasks.CloseIORequest{ContainerID: "tty", Stdin: true}); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(e.ctx(), 10*time.Second)
+			defer cancel()
+			if _, err := e.ts.Wait(ctx, &tasks.WaitRequest{ContainerID: "tty"}); err != nil {
+				t.Fatalf("cat still runs 10 s after its terminal's stdin ended: %v", err)
+			}
+			if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "tty"}); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -144,7 +144,9 @@ func (pio *processIO) start(con console.Console) error {
 		pio.console = con
 		pio.master = os.NewFile(uintptr(fd), "pty-master")
 		pio.mu.Unlock()
-		stdinDst, closeDst = pio.master, func() {}
+		// the client's stdin ending hangs the terminal up, as with
+		// containerd's shim: its processes get SIGHUP.
+		stdinDst, closeDst = pio.master, pio.hangup
 		if pio.out != nil {
 			pio.copyOut(pio.out, ptyReader{pio.master})
 		}
@@ -250,6 +252,20 @@ func (pio *processIO) resize(width, height uint32) error {
 	return con.Resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
 }
 
+// hangup closes the pty master, both our handle and runc's.
+func (pio *processIO) hangup() {
+	pio.mu.Lock()
+	master, con := pio.master, pio.console
+	pio.master, pio.console = nil, nil
+	pio.mu.Unlock()
+	if master != nil {
+		master.Close()
+	}
+	if con != nil {
+		con.Close()
+	}
+}
+
 // wait waits, at most timeout, until output has been copied out.
 func (pio *processIO) wait(timeout time.Duration) {
 	done := make(chan struct{})
@@ -266,17 +282,12 @@ func (pio *processIO) close() {
 	pio.closedOnce.Do(func() {
 		pio.closeStdin()
 		pio.mu.Lock()
-		master, con, src := pio.master, pio.console, pio.stdinSrc
+		src := pio.stdinSrc
 		pio.mu.Unlock()
 		if src != nil {
 			src.Close()
 		}
-		if master != nil {
-			master.Close()
-		}
-		if con != nil {
-			con.Close()
-		}
+		pio.hangup()
 		if pio.pipes != nil {
 			pio.pipes.Close()
 		}
