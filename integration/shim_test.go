@@ -646,7 +646,8 @@ func TestShimContainerd(t *testing.T) {
 		}
 		script := filepath.Join(dir, "logger.sh")
 		// fd 3 is stdout, 4 stderr, 5 the ready signal (closed).
-		body := "#!/bin/sh\nexec 5>&-\ncat <&3 >\"$1\".out &\ncat <&4 >\"$1\".err\nwait\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID\" >\"$1\".env\n"
+		// it also records GOMAXPROCS, which the shim's own start-up setting must not leak.
+		body := "#!/bin/sh\nexec 5>&-\ncat <&3 >\"$1\".out &\ncat <&4 >\"$1\".err\nwait\necho \"${GOMAXPROCS-unset}\" >\"$1\".gmp\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID\" >\"$1\".env\n"
 		if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -664,6 +665,9 @@ func TestShimContainerd(t *testing.T) {
 				t.Fatalf("logging binary did not finish: env file %q", env)
 			}
 			time.Sleep(50 * time.Millisecond)
+		}
+		if gmp, _ := os.ReadFile(base + ".gmp"); strings.TrimSpace(string(gmp)) != "unset" {
+			t.Errorf("the logging binary inherited GOMAXPROCS=%s from the shim", gmp)
 		}
 		out, _ := os.ReadFile(base + ".out")
 		errOut, _ := os.ReadFile(base + ".err")

@@ -81,16 +81,11 @@ func (m *Manager) launch(binary string) (*launched, error) {
 		args = append(args, "-debug")
 	}
 	args = append(args, bootstrap.Verb)
-	godebug := bootstrap.GODEBUG
-	if v := os.Getenv("GODEBUG"); v != "" {
-		godebug += "," + v
-	}
 	pidfd := -1
 	p, err := os.StartProcess(binary, args, &os.ProcAttr{
 		Dir: m.state,
-		Env: append(os.Environ(),
-			"TTRPC_ADDRESS="+m.ttrpcAddress, "GRPC_ADDRESS="+m.address,
-			"MAX_SHIM_VERSION=2", "GODEBUG="+godebug),
+		Env: bootstrap.ServerEnv(os.Environ(),
+			"TTRPC_ADDRESS="+m.ttrpcAddress, "GRPC_ADDRESS="+m.address, "MAX_SHIM_VERSION=2"),
 		Files: []*os.File{null, null, null, lf, pr}, // fds 3 and 4: see bootstrap
 		Sys:   &syscall.SysProcAttr{Setsid: true, PidFD: &pidfd},
 	})

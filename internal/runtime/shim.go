@@ -86,7 +86,6 @@ func (m *Manager) startShim(ctx context.Context, b *bundle, binary string, opts 
 		"GRPC_ADDRESS="+m.address,
 		"NAMESPACE="+b.ns,
 		"MAX_SHIM_VERSION=2",
-		"GOMAXPROCS=2",
 	)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer

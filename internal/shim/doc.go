@@ -54,8 +54,9 @@
 // # Memory
 //
 // A shim lives as long as its container and mostly waits, so it is kept
-// small: ttrpc only (no gRPC), one P (GOMAXPROCS=1), no heap profiling and
-// no cgroup-driven GOMAXPROCS (GODEBUG set by start for the server), no
+// small: ttrpc only (no gRPC), one P from the start (GOMAXPROCS=1 in its
+// environment), no heap profiling and no cgroup-driven GOMAXPROCS
+// (GODEBUG; both set by whoever launches the server, bootstrap.ServerEnv), no
 // parent-death signal on runc (it would pin a thread per call), 8 KiB copy
 // buffers, no blocking FIFO opens, the events connection closed when idle,
 // and memory returned to the system after a burst of calls that ran the

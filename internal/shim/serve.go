@@ -76,8 +76,11 @@ func serveLaunched(cfg config) error {
 func serve(ctx context.Context, cfg config) error {
 	setupLogging(cfg.debug)
 	// One P: the shim's work is waiting on runc and pipes, and every P
-	// costs per-P caches and, with its own thread, a signal stack.
+	// costs per-P caches and, with its own thread, a signal stack. The
+	// launcher set GOMAXPROCS=1 (bootstrap.ServerEnv); runc and logging
+	// binaries get the default again.
 	runtime.GOMAXPROCS(1)
+	os.Unsetenv("GOMAXPROCS")
 
 	signals := make(chan os.Signal, 64)
 	// SIGPIPE is caught so that a write to the log fifo without a reader is

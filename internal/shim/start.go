@@ -96,7 +96,7 @@ func start(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) e
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cfg.bundle
-	cmd.Env = append(os.Environ(), "GODEBUG="+strings.TrimSuffix(bootstrap.GODEBUG+","+os.Getenv("GODEBUG"), ","))
+	cmd.Env = bootstrap.ServerEnv(os.Environ())
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

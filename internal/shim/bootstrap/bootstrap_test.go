@@ -65,3 +65,14 @@ func TestAdjustOOMScore(t *testing.T) {
 		t.Errorf("shim score %d, want %d", got, want)
 	}
 }
+
+func TestServerEnv(t *testing.T) {
+	got := ServerEnv([]string{"PATH=/bin", "GODEBUG=x=1", "GOMAXPROCS=4", "A=b"}, "TTRPC_ADDRESS=/s")
+	want := []string{"PATH=/bin", "A=b", "GODEBUG=" + GODEBUG + ",x=1", "GOMAXPROCS=1", "TTRPC_ADDRESS=/s"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("ServerEnv = %q, want %q", got, want)
+	}
+	if got := ServerEnv(nil); strings.Join(got, " ") != "GODEBUG="+GODEBUG+" GOMAXPROCS=1" {
+		t.Errorf("ServerEnv(nil) = %q", got)
+	}
+}
