@@ -12,6 +12,8 @@ import (
 	"github.com/berth-dev/berth/internal/testutil"
 	containers "github.com/containerd/containerd/api/services/containers/v1"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // waitingShims lists the berth shims launched by daemon d that wait for a
@@ -139,5 +141,80 @@ func TestShimLaunchedAhead(t *testing.T) {
 			t.Errorf("after berthd's %s: sockets %v left", stop.name, launchSockets(t, d.State))
 		}
 		d.Start()
+	}
+}
+
+// TestShimLaunchedDetails: a launched shim is one step more killable than
+// berthd (oom_score_adj), as a shim run through start is; a task whose
+// Delete was answered just before berthd died stays deleted after the
+// restart, quietly; a shim that cannot take its task (a shim cgroup that
+// does not exist) fails the Create and leaves no socket behind.
+func TestShimLaunchedDetails(t *testing.T) {
+	d := shimDaemon(t, "containerd-shim-berth-v2")
+	conn := d.Conn(t)
+	e := &taskEnv{t: t, d: d, ns: "tl", rootfs: busyboxRootfs(t), cs: containers.NewContainersClient(conn), ts: tasks.NewTasksClient(conn)}
+	t.Cleanup(e.killAll)
+
+	e.create("a", "true")
+	bundle := filepath.Join(d.State, "io.containerd.runtime.v2.task", e.ns, "a")
+	shim := shimPidOf(t, bundle)
+	score := func(pid int) int {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "oom_score_adj"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	if want := min(score(d.Pid())+1, 1000); score(shim) != want {
+		t.Errorf("shim oom_score_adj %d, want berthd's + 1 = %d", score(shim), want)
+	}
+
+	// berthd dies between answering Delete and removing the task: the
+	// bundle still holds the marker that the Delete leaves.
+	if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ts.Wait(e.ctx(), &tasks.WaitRequest{ContainerID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	d.Kill()
+	if err := os.WriteFile(filepath.Join(bundle, "deleted"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Start()
+	e.ts = tasks.NewTasksClient(d.Conn(t))
+	list, err := e.ts.List(e.ctx(), &tasks.ListTasksRequest{})
+	if err != nil || len(list.Tasks) != 0 {
+		t.Fatalf("tasks after a restart that finished a delete: %v, %v", list.GetTasks(), err)
+	}
+	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+		t.Errorf("bundle of the deleted task left: %v", err)
+	}
+	if !eventually(func() bool { return !alive(shim) }) {
+		t.Errorf("shim %d of the deleted task still runs", shim)
+	}
+	out := filepath.Join(t.TempDir(), "again.out")
+	if _, err := e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: "a", Stdout: "file://" + out}); err != nil {
+		t.Fatalf("create under the deleted task's id: %v", err)
+	}
+	if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// a shim cgroup that cannot be joined: Create fails, nothing is left.
+	opts, _ := anypb.New(&runcoptions.Options{ShimCgroup: "/berth-test-no-such-cgroup/x"})
+	_, err = e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: "a", Options: opts, Stdout: "file://" + out})
+	if err == nil {
+		t.Fatal("create with a shim cgroup that does not exist succeeded")
+	}
+	if !eventually(func() bool { return len(launchSockets(t, d.State)) <= 1 }) { // the waiting shim's
+		t.Errorf("sockets after a failed hand-over: %v", launchSockets(t, d.State))
+	}
+	if _, err := e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: "a", Stdout: "file://" + out}); err != nil {
+		t.Fatalf("create after a failed one: %v", err)
+	}
+	if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "a"}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/shim/bootstrap"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -94,11 +95,12 @@ func (m *Manager) launch(binary string) (*launched, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("launch shim %s: %w", binary, err)
 	}
-	reapLater(p, pidfd)
-	if err := bootstrap.AdjustOOMScore(p.Pid, os.Getpid()); err != nil {
+	pid := p.Pid // before reapLater, which releases p
+	if err := bootstrap.AdjustOOMScore(pid, os.Getpid()); err != nil {
 		log.L.WithError(err).Debug("adjust oom score of a shim")
 	}
-	return &launched{pid: p.Pid, socket: path, pipe: pw}, nil
+	reapLater(p, pidfd)
+	return &launched{pid: pid, socket: path, pipe: pw}, nil
 }
 
 // reapLater collects the exit of a child shim without holding a thread
@@ -112,24 +114,34 @@ func reapLater(p *os.Process, pidfd int) {
 		go func() { _, _ = p.Wait() }()
 		return
 	}
+	pid := p.Pid
 	_ = p.Release()
 	f := os.NewFile(uintptr(pidfd), "pidfd")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return
-	}
 	go func() {
 		defer f.Close()
-		_ = rc.Read(func(fd uintptr) bool {
+		var werr error
+		rc, err := f.SyscallConn()
+		if err == nil {
+			err = rc.Read(func(fd uintptr) bool {
+				for {
+					var info unix.Siginfo
+					werr = unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG, nil)
+					if werr != unix.EINTR {
+						return werr != nil || info.Signo != 0 // reaped, or an error
+					}
+				}
+			})
+		}
+		if err != nil || (werr != nil && werr != unix.ECHILD) {
+			// a kernel that cannot poll or wait on a pidfd (before 5.4):
+			// wait the old way, a thread for the shim's lifetime.
+			var ws unix.WaitStatus
 			for {
-				var info unix.Siginfo
-				err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG, nil)
-				if err != unix.EINTR {
-					return err != nil || info.Signo != 0 // reaped, or nothing to wait for
+				if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+					return
 				}
 			}
-		})
+		}
 	}()
 }
 
@@ -148,6 +160,9 @@ func (m *Manager) startOwn(ctx context.Context, b *bundle, binary string, opts *
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return "", err
+	}
+	if len(raw) > bootstrap.MaxConfig {
+		return "", fmt.Errorf("task %s/%s: runtime options of %d bytes: %w", b.ns, b.id, len(raw), errdefs.ErrInvalidArgument)
 	}
 	for attempt := 0; ; attempt++ {
 		l := m.takeWaiting(binary)
@@ -211,7 +226,9 @@ func (m *Manager) refill(binary string) {
 // removeStaleSockets removes the sockets of launched shims that no longer
 // listen (killed before they could remove them).
 func (m *Manager) removeStaleSockets() {
-	for _, dir := range []string{filepath.Join(filepath.Dir(m.state), "s"), "/run/berth/s"} {
+	// only our own directory: /run/berth/s is shared with other instances,
+	// and a socket caught between bind and listen refuses connections too.
+	for _, dir := range []string{filepath.Join(filepath.Dir(m.state), "s")} {
 		names, _ := filepath.Glob(filepath.Join(dir, "l-*"))
 		for _, p := range names {
 			if c, err := net.DialTimeout("unix", p, time.Second); err == nil {

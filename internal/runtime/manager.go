@@ -219,7 +219,10 @@ func (m *Manager) Create(ctx context.Context, id string, o CreateOpts) (*Task, u
 	}
 	conn.logs = logs
 	t.conn = conn
-	resp, err := conn.task.Create(ctx, &taskapi.CreateTaskRequest{
+	// The shim's Create runs to its end even when the client gives up: a
+	// cancelled call would leave a half-created container that the shim's
+	// Shutdown refuses to drop.
+	resp, err := conn.task.Create(context.WithoutCancel(ctx), &taskapi.CreateTaskRequest{
 		ID: id, Bundle: b.path, Rootfs: o.Rootfs, Terminal: o.Terminal,
 		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr, Checkpoint: o.Checkpoint, Options: o.Options,
 	})
@@ -296,41 +299,61 @@ func (m *Manager) Delete(ctx context.Context, t *Task) (*taskapi.DeleteResponse,
 	}
 	// The shim may still be removing the container's runtime state: its
 	// shutdown and the bundle's removal finish after the answer, and a
-	// Create under the same id waits for them.
-	k := key(t.Namespace, t.ID)
-	ending := make(chan struct{})
+	// Create under the same id waits for them. The marker tells a berthd
+	// restarted in between that the task is gone.
+	_ = os.WriteFile(filepath.Join(t.bundle.path, deletedMarker), nil, 0o600)
+	if done, ok := m.end(t); ok {
+		go func() {
+			defer done()
+			m.shutdownShim(context.WithoutCancel(ctx), t)
+		}()
+	}
+	return resp, nil
+}
+
+// deletedMarker, in a bundle, says that the task's Delete was answered.
+const deletedMarker = "deleted"
+
+// end claims the removal of t: exactly one of Delete, a failed Create and
+// the clean-up after a dead shim removes a task. It takes t out of the
+// table and marks its id as ending, so that a Create under the same id
+// waits until done is called.
+func (m *Manager) end(t *Task) (done func(), ok bool) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !t.deleted.CompareAndSwap(false, true) {
+		return nil, false
+	}
+	k := key(t.Namespace, t.ID)
 	if m.tasks[k] == t {
 		delete(m.tasks, k)
 	}
-	prev := m.ending[k]
+	prev, ending := m.ending[k], make(chan struct{})
 	m.ending[k] = ending
-	m.mu.Unlock()
-	go func() {
+	return func() {
 		if prev != nil {
 			<-prev
 		}
-		m.teardown(context.WithoutCancel(ctx), t)
 		m.mu.Lock()
 		if m.ending[k] == ending {
 			delete(m.ending, k)
 		}
 		m.mu.Unlock()
 		close(ending)
-	}()
-	return resp, nil
+	}, true
 }
 
-// teardown shuts the shim down and removes the task and its bundle.
+// teardown shuts the shim down and removes the task and its bundle, unless
+// another path already does.
 func (m *Manager) teardown(ctx context.Context, t *Task) {
-	if !t.deleted.CompareAndSwap(false, true) {
-		return
+	if done, ok := m.end(t); ok {
+		defer done()
+		m.shutdownShim(ctx, t)
 	}
-	m.mu.Lock()
-	if m.tasks[key(t.Namespace, t.ID)] == t {
-		delete(m.tasks, key(t.Namespace, t.ID))
-	}
-	m.mu.Unlock()
+}
+
+// shutdownShim shuts the shim of an ended task down and removes its bundle.
+func (m *Manager) shutdownShim(ctx context.Context, t *Task) {
 	if t.conn != nil {
 		// the shim answers Shutdown once it has finished its runc deletes.
 		sctx, cancel := context.WithTimeout(ctx, shimDeleteTimeout)
@@ -352,11 +375,13 @@ func (m *Manager) shimGone(t *Task) {
 }
 
 // cleanupDeadShim runs the shim's `delete`, publishes the task's end and
-// removes its bundle.
+// removes its bundle, unless another path removes the task already.
 func (m *Manager) cleanupDeadShim(ctx context.Context, t *Task) {
-	if t.deleted.Load() {
+	done, ok := m.end(t)
+	if !ok {
 		return
 	}
+	defer done()
 	ctx = namespaces.WithNamespace(ctx, t.Namespace)
 	l := log.G(ctx).WithField("namespace", t.Namespace).WithField("id", t.ID)
 	l.Warn("shim disconnected; cleaning up its task")
@@ -380,7 +405,7 @@ func (m *Manager) cleanupDeadShim(ctx context.Context, t *Task) {
 		t.conn.Close()
 	}
 	t.conn = nil
-	m.teardown(ctx, t)
+	m.shutdownShim(ctx, t)
 	if m.publisher != nil {
 		_ = m.publisher.Publish(ctx, "/tasks/exit", &eventtypes.TaskExit{ContainerID: t.ID, ID: t.ID, Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(exited)})
 		_ = m.publisher.Publish(ctx, "/tasks/delete", &eventtypes.TaskDelete{ContainerID: t.ID, ID: t.ID, Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(exited)})
@@ -448,6 +473,10 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 	}
 	t := &Task{Namespace: ns, ID: id, bundle: b, binary: string(binary)}
 	address, err := os.ReadFile(filepath.Join(b.path, "address"))
+	if _, merr := os.Stat(filepath.Join(b.path, deletedMarker)); merr == nil {
+		m.finishDeleted(ctx, t, string(address))
+		return
+	}
 	if err == nil {
 		var logs interface{ Close() error }
 		logs, err = openShimLog(ctx, b)
@@ -472,6 +501,25 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 	m.tasks[key(ns, id)] = t
 	m.mu.Unlock()
 	l.Info("reconnected to running shim")
+}
+
+// finishDeleted completes the removal of a task whose Delete was answered
+// before berthd stopped: its shim is shut down, or, when gone, its `delete`
+// removes the runtime state; no events (they were published) and nothing
+// is killed.
+func (m *Manager) finishDeleted(ctx context.Context, t *Task, address string) {
+	done, _ := m.end(t)
+	defer done()
+	if conn, err := dialShim(ctx, address, func() {}); err == nil {
+		t.conn = conn
+		// the shim has usually deleted it already (NotFound); if not, now.
+		dctx, cancel := context.WithTimeout(ctx, shimDeleteTimeout)
+		_, _ = conn.task.Delete(dctx, &taskapi.DeleteRequest{ID: t.ID})
+		cancel()
+	} else if _, err := m.runShimDelete(ctx, t.bundle, t.binary); err != nil {
+		log.G(ctx).WithError(err).WithField("id", t.ID).Warn("shim delete of a deleted task")
+	}
+	m.shutdownShim(ctx, t)
 }
 
 // Close waits for the tasks being torn down, lets the shims launched ahead

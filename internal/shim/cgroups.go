@@ -148,6 +148,7 @@ func joinCgroup(path string, pid int) error {
 		return os.WriteFile(filepath.Join(v2m.point, path, "cgroup.procs"), procs, 0)
 	}
 	done := map[string]bool{}
+	joined := 0
 	for _, m := range v1m {
 		if done[m.point] {
 			continue
@@ -160,6 +161,10 @@ func joinCgroup(path string, pid int) error {
 		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), procs, 0); err != nil {
 			return err
 		}
+		joined++
+	}
+	if joined == 0 {
+		return fmt.Errorf("cgroup %s exists in no hierarchy: %w", path, os.ErrNotExist)
 	}
 	return nil
 }

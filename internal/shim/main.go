@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -66,7 +67,7 @@ func Run(args []string) int {
 	verb := fs.Arg(0)
 	if verb == bootstrap.Verb {
 		// the identity arrives on the bootstrap pipe and is validated there.
-		if err := serveLaunched(cfg); err != nil {
+		if err := serveLaunched(cfg); err != nil && !errors.Is(err, errNotClaimed) {
 			fmt.Fprintf(os.Stderr, "containerd-shim-berth-v2 %s: %v\n", verb, err)
 			return 1
 		}

@@ -26,18 +26,32 @@ import (
 // (package bootstrap). It waits for the task's identity on the bootstrap
 // pipe, moves into the task's bundle and serves it; EOF without one means
 // berthd is gone, and the shim leaves without serving.
-func serveLaunched(cfg config) error {
+func serveLaunched(cfg config) (err error) {
 	pipe := os.NewFile(bootstrap.PipeFD, "bootstrap")
 	raw, err := readLimited(pipe, bootstrap.MaxConfig)
 	pipe.Close()
+	// Until it serves, a failing shim removes its socket itself, and tells
+	// why in the bundle's log once it is there: its stderr is /dev/null.
+	inBundle := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		if sa, serr := unix.Getsockname(bootstrap.ListenerFD); serr == nil {
+			if u, ok := sa.(*unix.SockaddrUnix); ok {
+				removeSocket("unix://" + u.Name)
+			}
+		}
+		if inBundle {
+			setupLogging(false)
+			log.L.WithError(err).Error("shim launched by berthd cannot serve its task")
+		}
+	}()
 	if err != nil {
 		return fmt.Errorf("read bootstrap: %w", err)
 	}
 	if len(raw) == 0 {
-		if l, err := net.FileListener(os.NewFile(bootstrap.ListenerFD, "task-socket")); err == nil {
-			removeSocket("unix://" + l.Addr().String())
-		}
-		return nil
+		return errNotClaimed
 	}
 	var b bootstrap.Config
 	if err := json.Unmarshal(raw, &b); err != nil {
@@ -53,6 +67,7 @@ func serveLaunched(cfg config) error {
 	if err := os.Chdir(cfg.bundle); err != nil {
 		return err
 	}
+	inBundle = true
 	if len(b.Options) > 0 {
 		var a anypb.Any
 		if err := proto.Unmarshal(b.Options, &a); err != nil {
@@ -70,6 +85,9 @@ func serveLaunched(cfg config) error {
 	}
 	return serve(withIDs(cfg), cfg)
 }
+
+// errNotClaimed: the pipe ended without a task (berthd stopped or died).
+var errNotClaimed = errors.New("no task before berthd went away")
 
 // serve is the shim server, with the task socket's listener on fd 3 and
 // cwd = bundle: launched by start, or by berthd through serveLaunched.
@@ -130,6 +148,9 @@ loop:
 			break loop
 		}
 	}
+	svc.mu.Lock()
+	svc.closing = true // no background runc delete starts after this
+	svc.mu.Unlock()
 	svc.background.Wait()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	_ = srv.Shutdown(sctx)

@@ -537,7 +537,10 @@ func (s *service) Delete(ctx context.Context, r *task.DeleteRequest) (*task.Dele
 	// state and cgroups, which takes a process start, after the answer
 	// (Shutdown waits for it). Poststop hooks might look at the rootfs, so
 	// with those the order stays runc delete, then unmount.
-	later := !created && !c.killAllOnEnd && !c.poststop
+	later := !created && !c.killAllOnEnd && !c.poststop && !s.closing
+	if later {
+		s.background.Add(1) // under s.mu: Shutdown sets closing before it waits
+	}
 	s.mu.Unlock()
 
 	if created {
@@ -551,7 +554,6 @@ func (s *service) Delete(ctx context.Context, r *task.DeleteRequest) (*task.Dele
 		}
 	}
 	if later {
-		s.background.Add(1)
 		defer func() {
 			go func() {
 				defer s.background.Done()

@@ -244,26 +244,24 @@ func (pio *processIO) closeStdin() {
 // resize sets the pty's window size.
 func (pio *processIO) resize(width, height uint32) error {
 	pio.mu.Lock()
-	con := pio.console
-	pio.mu.Unlock()
-	if con == nil {
+	defer pio.mu.Unlock() // hangup closes the console under the same lock
+	if pio.console == nil {
 		return nil
 	}
-	return con.Resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
+	return pio.console.Resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
 }
 
 // hangup closes the pty master, both our handle and runc's.
 func (pio *processIO) hangup() {
 	pio.mu.Lock()
-	master, con := pio.master, pio.console
+	defer pio.mu.Unlock()
+	if pio.master != nil {
+		pio.master.Close()
+	}
+	if pio.console != nil {
+		pio.console.Close()
+	}
 	pio.master, pio.console = nil, nil
-	pio.mu.Unlock()
-	if master != nil {
-		master.Close()
-	}
-	if con != nil {
-		con.Close()
-	}
 }
 
 // wait waits, at most timeout, until output has been copied out.

@@ -46,19 +46,24 @@ const GODEBUG = "memprofilerate=0,cgroupgomaxprocs=0,updatemaxprocs=0"
 // ServerEnv is the environment of a shim server: environ with GODEBUG
 // extended and GOMAXPROCS=1, so that the runtime starts on one P (a second
 // P's allocation cache, filled during start-up, stays resident: about half
-// a MiB of a shim's heap), then extra. The server drops GOMAXPROCS again
+// a MiB of a shim's heap), then extra, whose keys replace those of environ
+// (the first of two entries would win). The server drops GOMAXPROCS again
 // before it runs anything (runc, logging binaries).
 func ServerEnv(environ []string, extra ...string) []string {
 	godebug := GODEBUG
 	env := make([]string, 0, len(environ)+len(extra)+2)
+	set := map[string]bool{"GOMAXPROCS": true}
+	for _, kv := range extra {
+		k, _, _ := strings.Cut(kv, "=")
+		set[k] = true
+	}
 	for _, kv := range environ {
-		switch k, v, _ := strings.Cut(kv, "="); k {
-		case "GODEBUG":
+		switch k, v, _ := strings.Cut(kv, "="); {
+		case k == "GODEBUG":
 			if v != "" {
 				godebug += "," + v
 			}
-		case "GOMAXPROCS":
-		default:
+		case !set[k]:
 			env = append(env, kv)
 		}
 	}

@@ -67,7 +67,7 @@ func TestAdjustOOMScore(t *testing.T) {
 }
 
 func TestServerEnv(t *testing.T) {
-	got := ServerEnv([]string{"PATH=/bin", "GODEBUG=x=1", "GOMAXPROCS=4", "A=b"}, "TTRPC_ADDRESS=/s")
+	got := ServerEnv([]string{"PATH=/bin", "GODEBUG=x=1", "GOMAXPROCS=4", "TTRPC_ADDRESS=/other", "A=b"}, "TTRPC_ADDRESS=/s")
 	want := []string{"PATH=/bin", "A=b", "GODEBUG=" + GODEBUG + ",x=1", "GOMAXPROCS=1", "TTRPC_ADDRESS=/s"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("ServerEnv = %q, want %q", got, want)
