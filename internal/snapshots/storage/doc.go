@@ -40,9 +40,14 @@
 //     point leaves at most directories without records (orphans), which
 //     Cleanup removes:
 //     creation fills a new-* directory first, then, in one write
-//     transaction, records the snapshot, renames the directory to its id
-//     and syncs the snapshots directory before the transaction commits; if
-//     the commit fails the directory is removed. A directory already at
+//     transaction, records the snapshot and renames the directory to its
+//     id before the transaction commits; if the commit fails the directory
+//     is removed. The fsyncs of the new directory and of the snapshots
+//     directory run beside the commit, and the creation returns only once
+//     all three are done; so only a crash of the machine during a creation
+//     can leave a record without its directory, of a snapshot never
+//     returned, which the metadata store's sweep removes (Remove does not
+//     need the directory). A directory already at
 //     that id can only be an orphan of an uncommitted transaction (ids are
 //     allocated by the write transaction) and is replaced.
 //     Removal deletes the record first, then renames the directory to
@@ -63,5 +68,5 @@
 //     commit (group commit); their transaction functions only change
 //     records, and the directory work of the calls that commit runs after
 //     all of them succeeded, still inside the transaction
-//     (MetaStore.Update, Tx.BeforeCommit).
+//     (MetaStore.Update, Tx.BeforeCommit, Tx.SyncDirBesideCommit).
 package storage

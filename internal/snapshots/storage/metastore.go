@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +38,7 @@ var (
 // file; the schema is in the package documentation. Every Update is
 // fsync'd before it returns; concurrent Updates share one transaction and
 // one fsync (group commit, as in the metadata database), and so do the
-// directory syncs they ask for.
+// directory syncs they ask for (Tx.SyncDirBesideCommit).
 type MetaStore struct {
 	db *bolt.DB
 
@@ -110,8 +109,8 @@ func (ms *MetaStore) View(fn func(*Tx) error) error {
 // other goroutines too: fn must change nothing but the records (side
 // effects go in Tx.BeforeCommit), and it may run more than once, when a
 // sibling in its batch fails; a failing fn never takes a sibling's changes
-// down with it. A BeforeCommit function or directory sync that fails fails
-// every call of its batch.
+// down with it. A BeforeCommit function that fails fails every call of its
+// batch.
 func (ms *MetaStore) Update(fn func(*Tx) error) error {
 	c := &call{fn: fn, err: make(chan error, 1)}
 	ms.batchMu.Lock()
@@ -195,37 +194,36 @@ func safe(fn func(*Tx) error, tx *Tx) (err error) {
 // hooks are what the calls of one transaction asked to be done before it
 // commits.
 type hooks struct {
-	do   []func() error
-	undo []func()
-	dirs []string
+	do    []func() error
+	undo  []func()
+	syncs map[string]*dirSync // started after the do functions
 }
 
-// run calls the functions in order, then syncs each directory once. On an
-// error it undoes what it did, while the transaction still excludes every
-// other writer.
-func (h *hooks) run() (err error) {
-	done := 0
-	defer func() {
-		if err != nil {
-			for i := done - 1; i >= 0; i-- {
-				if h.undo[i] != nil {
-					h.undo[i]()
+// dirSync is the fsync of a directory that runs beside a commit.
+type dirSync struct {
+	done chan struct{}
+	err  error
+}
+
+// run calls the do functions in order, then starts the directory syncs. On
+// an error it undoes what it did, while the transaction still excludes
+// every other writer.
+func (h *hooks) run() error {
+	for i, fn := range h.do {
+		if err := fn(); err != nil {
+			for j := i - 1; j >= 0; j-- {
+				if h.undo[j] != nil {
+					h.undo[j]()
 				}
 			}
-		}
-	}()
-	for _, fn := range h.do {
-		if err := fn(); err != nil {
 			return err
 		}
-		done++
 	}
-	for i, d := range h.dirs {
-		if !slices.Contains(h.dirs[:i], d) {
-			if err := syncDir(d); err != nil {
-				return err
-			}
-		}
+	for d, ds := range h.syncs {
+		go func() {
+			ds.err = syncDir(d)
+			close(ds.done)
+		}()
 	}
 	return nil
 }
@@ -243,20 +241,35 @@ func newTx(tx *bolt.Tx, h *hooks) *Tx {
 }
 
 // BeforeCommit has do run inside the transaction once every call of its
-// batch has succeeded, before the directory syncs and the commit: the
+// batch has succeeded, before the commit: the
 // place for side effects that must happen before the records are durable
 // (installing a directory). Only the run of the call that commits
-// registers it. When do or anything after it fails before the commit,
-// undo (if not nil) runs, still inside the transaction. Neither may use
+// registers it. When a later do function fails, undo (if not nil) runs,
+// still inside the transaction. Neither may use
 // the Tx.
 func (t *Tx) BeforeCommit(do func() error, undo func()) {
 	t.hooks.do = append(t.hooks.do, do)
 	t.hooks.undo = append(t.hooks.undo, undo)
 }
 
-// SyncDirBeforeCommit has dir fsync'd after the BeforeCommit functions
-// and before the commit, once for the whole batch.
-func (t *Tx) SyncDirBeforeCommit(dir string) { t.hooks.dirs = append(t.hooks.dirs, dir) }
+// SyncDirBesideCommit has dir fsync'd once for the whole batch, starting
+// after the BeforeCommit functions, while the records are committed. It
+// returns a function that waits for that fsync and returns its error; call
+// it only after Update returned nil.
+func (t *Tx) SyncDirBesideCommit(dir string) func() error {
+	if t.hooks.syncs == nil {
+		t.hooks.syncs = map[string]*dirSync{}
+	}
+	ds := t.hooks.syncs[dir]
+	if ds == nil {
+		ds = &dirSync{done: make(chan struct{})}
+		t.hooks.syncs[dir] = ds
+	}
+	return func() error {
+		<-ds.done
+		return ds.err
+	}
+}
 
 // Snapshot is what a snapshotter needs to know to mount an active or view
 // snapshot.

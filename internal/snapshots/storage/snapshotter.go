@@ -190,16 +190,15 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		}
 		return nil, fmt.Errorf("populate snapshot %q: %w", key, err)
 	}
-	// No fsync of tmp itself: the fsync of the snapshots directory after
-	// the rename, before the record commits, is a commit of the
-	// filesystem's journal on journalling filesystems (ext4, xfs), which
-	// includes every earlier change to the tree made here, such as the directories Populate made in tmp. Populate's file
-	// contents were never synced (a snapshot's files are as durable as
-	// the page cache makes them, in containerd too).
+	// The entries Populate made in tmp are synced from here on, beside the
+	// transaction; see below.
+	tmpSynced := syncDirAsync(tmp)
+	defer tmpSynced() // before tmp may be removed
 
 	var (
 		snap      Snapshot
 		installed string
+		dirSynced func() error
 	)
 	err = s.ms.Update(func(tx *Tx) (err error) {
 		snap, err = tx.CreateSnapshot(kind, key, parent, base.Labels)
@@ -231,7 +230,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			}
 			installed = ""
 		})
-		tx.SyncDirBeforeCommit(s.layout.Snapshots())
+		dirSynced = tx.SyncDirBesideCommit(s.layout.Snapshots())
 		return nil
 	})
 	if err != nil {
@@ -241,6 +240,19 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			}
 		}
 		return nil, err
+	}
+	// The snapshot is returned only once its directory is durable too: the
+	// fsyncs of tmp (its entries) and of the snapshots directory (the
+	// rename) ran while the record was committed, not before, which saves
+	// a sync's latency. So a crash of the machine (not of this process:
+	// the page cache survives that) in the middle of a creation can leave
+	// a record whose directory was lost; that snapshot was never returned,
+	// the metadata store has no record of it, and its sweep removes it.
+	if err := errors.Join(tmpSynced(), dirSynced()); err != nil {
+		if rerr := s.Remove(context.WithoutCancel(ctx), key); rerr != nil {
+			log.G(ctx).WithError(rerr).WithField("key", key).Warn("remove snapshot whose directory could not be synced")
+		}
+		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
 	return s.driver.Mounts(snap), nil
 }
@@ -438,6 +450,26 @@ func (s *Snapshotter) release(name string) {
 		delete(s.busy, name)
 	}
 	s.mu.Unlock()
+}
+
+// syncDirAsync starts syncDir(dir) and returns a function that waits for
+// it and returns its error (each time it is called). dir is opened before
+// syncDirAsync returns, so it may be renamed meanwhile.
+func syncDirAsync(dir string) func() error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return func() error { return err }
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := f.Sync()
+		if err != nil {
+			err = fmt.Errorf("sync %q: %w", dir, err)
+		}
+		f.Close()
+		done <- err
+	}()
+	return sync.OnceValue(func() error { return <-done })
 }
 
 // syncDir makes the entries of dir durable.

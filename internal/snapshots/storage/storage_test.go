@@ -354,3 +354,31 @@ func TestConcurrentCreateAndRemove(t *testing.T) {
 		t.Fatalf("names still marked busy: %v", s.busy)
 	}
 }
+
+// A record whose directory was lost (a machine crash while the directory
+// syncs ran beside the commit) can still be removed, as the metadata
+// store's sweep does.
+func TestRemoveWithoutDirectory(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	d := &blockingDriver{layout: Layout(root)}
+	d.pass.Store(true)
+	s, err := New(root, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ms, err := s.Prepare(ctx, "k", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Dir(ms[0].Source)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, "k"); err != nil {
+		t.Fatalf("remove of a snapshot without its directory: %v", err)
+	}
+	if _, err := s.Stat(ctx, "k"); !errdefs.IsNotFound(err) {
+		t.Fatalf("stat after remove: %v", err)
+	}
+}
