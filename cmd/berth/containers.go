@@ -220,16 +220,8 @@ func containersLabel(c *cli.Context) error {
 // containersRemove reads each container (Containers.Get), runs containerRemoveSteps and
 // deletes the record (Containers.Delete).
 func containersRemove(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one container ID"); err != nil {
-		return err
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := containersapi.NewContainersClient(cl.conn)
-	return forEach(c, c.Args().Slice(), func(id string) error {
+	return forEachArg(c, "at least one container ID", func(cl *client, ctx context.Context, id string) error {
+		api := containersapi.NewContainersClient(cl.conn)
 		obj := cl.object("container", id)
 		resp, err := api.Get(ctx, &containersapi.GetContainerRequest{ID: id})
 		if err != nil {

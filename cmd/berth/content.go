@@ -245,19 +245,11 @@ func contentGet(c *cli.Context) error {
 
 // contentRemove calls Content.Delete for each digest.
 func contentRemove(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one DIGEST"); err != nil {
-		return err
-	}
 	if err := validDigestArgs(c, c.Args().Slice()); err != nil {
 		return err
 	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := contentapi.NewContentClient(cl.conn)
-	return forEach(c, c.Args().Slice(), func(dgst string) error {
+	return forEachArg(c, "at least one DIGEST", func(cl *client, ctx context.Context, dgst string) error {
+		api := contentapi.NewContentClient(cl.conn)
 		_, err := api.Delete(ctx, &contentapi.DeleteContentRequest{Digest: dgst})
 		return cl.fail(err, "remove", contentObject(cl, dgst))
 	})

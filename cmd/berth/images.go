@@ -834,16 +834,8 @@ func imagesLabel(c *cli.Context) error {
 
 // imagesRemove calls Images.Delete{name, sync} for each image.
 func imagesRemove(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one IMAGE"); err != nil {
-		return err
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	is := imagesapi.NewImagesClient(cl.conn)
-	return forEach(c, c.Args().Slice(), func(name string) error {
+	return forEachArg(c, "at least one IMAGE", func(cl *client, ctx context.Context, name string) error {
+		is := imagesapi.NewImagesClient(cl.conn)
 		_, err := is.Delete(ctx, &imagesapi.DeleteImageRequest{Name: name, Sync: c.Bool("sync")})
 		return cl.fail(err, "remove", imageObject(cl, name))
 	})

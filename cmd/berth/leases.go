@@ -128,16 +128,8 @@ func leasesCreate(c *cli.Context) error {
 
 // leasesRemove calls Leases.Delete{id, sync} for each ID.
 func leasesRemove(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one lease ID"); err != nil {
-		return err
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := leasesapi.NewLeasesClient(cl.conn)
-	return forEach(c, c.Args().Slice(), func(id string) error {
+	return forEachArg(c, "at least one lease ID", func(cl *client, ctx context.Context, id string) error {
+		api := leasesapi.NewLeasesClient(cl.conn)
 		_, err := api.Delete(ctx, &leasesapi.DeleteRequest{ID: id, Sync: c.Bool("sync")})
 		return cl.fail(err, "remove", cl.object("lease", id))
 	})

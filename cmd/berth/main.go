@@ -610,3 +610,18 @@ func (l labeler) run(c *cli.Context) error {
 	err = l.update(ctx, cl, name, labels, &fieldmaskpb.FieldMask{Paths: labelPaths(labels)})
 	return cl.fail(err, "label", l.object(cl, name))
 }
+
+// forEachArg checks that there is at least one argument (what), connects,
+// and runs fn for each argument on that one connection, going on past
+// failures as forEach does.
+func forEachArg(c *cli.Context, what string, fn func(cl *client, ctx context.Context, arg string) error) error {
+	if err := requireArgs(c, 1, what); err != nil {
+		return err
+	}
+	cl, ctx, err := connect(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return forEach(c, c.Args().Slice(), func(arg string) error { return fn(cl, ctx, arg) })
+}

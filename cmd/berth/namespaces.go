@@ -134,16 +134,8 @@ func namespacesLabel(c *cli.Context) error {
 
 // namespacesRemove calls Namespaces.Delete for each name.
 func namespacesRemove(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one namespace NAME"); err != nil {
-		return err
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := namespacesapi.NewNamespacesClient(cl.conn)
-	return forEach(c, c.Args().Slice(), func(name string) error {
+	return forEachArg(c, "at least one namespace NAME", func(cl *client, ctx context.Context, name string) error {
+		api := namespacesapi.NewNamespacesClient(cl.conn)
 		_, err := api.Delete(ctx, &namespacesapi.DeleteNamespaceRequest{Name: name})
 		return cl.fail(err, "remove", namespaceObject(name),
 			when(errdefs.ErrFailedPrecondition, "is not empty: remove its containers and images first"))

@@ -433,17 +433,9 @@ func snapshotRemoveError(ctx context.Context, cl *client, snapshotter, key strin
 }
 
 func snapshotsRemove(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one snapshot KEY"); err != nil {
-		return err
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
 	sn := snapshotterOf(c)
-	api := snapshotsapi.NewSnapshotsClient(cl.conn)
-	return forEach(c, c.Args().Slice(), func(key string) error {
+	return forEachArg(c, "at least one snapshot KEY", func(cl *client, ctx context.Context, key string) error {
+		api := snapshotsapi.NewSnapshotsClient(cl.conn)
 		_, err := api.Remove(ctx, &snapshotsapi.RemoveSnapshotRequest{Snapshotter: sn, Key: key})
 		if err != nil {
 			return snapshotRemoveError(ctx, cl, sn, key, err)

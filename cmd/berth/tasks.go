@@ -461,9 +461,6 @@ func parseSignal(s string) (syscall.Signal, error) {
 
 // tasksKill calls Tasks.Kill; without -s the signal is the container's stop signal label.
 func tasksKill(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one container ID"); err != nil {
-		return err
-	}
 	var sig syscall.Signal
 	if s := c.String("signal"); s != "" {
 		var err error
@@ -471,13 +468,8 @@ func tasksKill(c *cli.Context) error {
 			return usagef(c, "%v", err)
 		}
 	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := tasksapi.NewTasksClient(cl.conn)
-	return forEach(c, c.Args().Slice(), func(id string) error {
+	return forEachArg(c, "at least one container ID", func(cl *client, ctx context.Context, id string) error {
+		api := tasksapi.NewTasksClient(cl.conn)
 		s := sig
 		if s == 0 {
 			s = syscall.SIGTERM
@@ -541,32 +533,16 @@ func tasksPs(c *cli.Context) error {
 }
 
 func tasksPause(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one container ID"); err != nil {
-		return err
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := tasksapi.NewTasksClient(cl.conn)
-	return forEach(c, c.Args().Slice(), func(id string) error {
+	return forEachArg(c, "at least one container ID", func(cl *client, ctx context.Context, id string) error {
+		api := tasksapi.NewTasksClient(cl.conn)
 		_, err := api.Pause(ctx, &tasksapi.PauseTaskRequest{ContainerID: id})
 		return cl.fail(err, "pause", cl.object("task", id), when(errdefs.ErrFailedPrecondition, "is not running: only running tasks can be paused"))
 	})
 }
 
 func tasksResume(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one container ID"); err != nil {
-		return err
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := tasksapi.NewTasksClient(cl.conn)
-	return forEach(c, c.Args().Slice(), func(id string) error {
+	return forEachArg(c, "at least one container ID", func(cl *client, ctx context.Context, id string) error {
+		api := tasksapi.NewTasksClient(cl.conn)
 		_, err := api.Resume(ctx, &tasksapi.ResumeTaskRequest{ContainerID: id})
 		return cl.fail(err, "resume", cl.object("task", id), when(errdefs.ErrFailedPrecondition, "is not paused: only paused tasks can be resumed"))
 	})
@@ -681,17 +657,9 @@ func tasksMetrics(c *cli.Context) error {
 // tasksRemove calls Tasks.Delete (Tasks.DeleteProcess with --exec-id); -f kills and waits
 // first. The FIFOs berth or ctr made for the task are removed with it.
 func tasksRemove(c *cli.Context) error {
-	if err := requireArgs(c, 1, "at least one container ID"); err != nil {
-		return err
-	}
-	cl, ctx, err := connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	api := tasksapi.NewTasksClient(cl.conn)
 	execID, force := c.String("exec-id"), c.Bool("force")
-	return forEach(c, c.Args().Slice(), func(id string) error {
+	return forEachArg(c, "at least one container ID", func(cl *client, ctx context.Context, id string) error {
+		api := tasksapi.NewTasksClient(cl.conn)
 		obj := cl.object("task", id)
 		if execID != "" {
 			obj = cl.object("process", execID)
