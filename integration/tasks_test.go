@@ -490,26 +490,9 @@ func TestTasksTerminalStdinEOF(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
-			stdin := filepath.Join(dir, "stdin")
-			if err := syscall.Mkfifo(stdin, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			// O_RDWR does not wait for the shim, which opens its read end
-			// in Create.
-			w, err := os.OpenFile(stdin, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close()
-			out := filepath.Join(dir, "out")
-			if err := syscall.Mkfifo(out, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			r, err := os.OpenFile(out, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			// O_RDWR opens do not wait for the shim, which opens its ends in Create.
+			stdin, w := openFifo(t, filepath.Join(dir, "stdin"))
+			out, r := openFifo(t, filepath.Join(dir, "out"))
 			var mu sync.Mutex
 			var got []byte
 			go func() {
@@ -560,4 +543,19 @@ func TestTasksTerminalStdinEOF(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openFifo makes a FIFO and opens it read-write; it is closed at the end of
+// the test.
+func openFifo(t *testing.T, path string) (string, *os.File) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return path, f
 }
