@@ -559,3 +559,53 @@ func openFifo(t *testing.T, path string) (string, *os.File) {
 	t.Cleanup(func() { f.Close() })
 	return path, f
 }
+
+// TestTasksKill: a signal reaches init (a trap sees it), SIGKILL ends a
+// paused task, and a task that has exited answers NotFound.
+func TestTasksKill(t *testing.T) {
+	for _, shim := range taskShims(t) {
+		t.Run(shim, func(t *testing.T) {
+			e := newTaskEnv(t, shim)
+			wait := func(id string, want uint32) {
+				t.Helper()
+				ctx, cancel := context.WithTimeout(e.ctx(), 10*time.Second)
+				defer cancel()
+				w, err := e.ts.Wait(ctx, &tasks.WaitRequest{ContainerID: id})
+				if err != nil || w.ExitStatus != want {
+					t.Fatalf("%s: wait %v %v, want exit status %d", id, w, err, want)
+				}
+			}
+			out := e.create("trap", "sh", "-c", `trap "exit 3" USR1; echo ready; while :; do sleep 0.1; done`)
+			if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "trap"}); err != nil {
+				t.Fatal(err)
+			}
+			if !eventually(func() bool { b, _ := os.ReadFile(out); return string(b) == "ready\n" }) {
+				t.Fatal("the trap was not set up")
+			}
+			if _, err := e.ts.Kill(e.ctx(), &tasks.KillRequest{ContainerID: "trap", Signal: uint32(syscall.SIGUSR1)}); err != nil {
+				t.Fatal(err)
+			}
+			wait("trap", 3)
+			if _, err := e.ts.Kill(e.ctx(), &tasks.KillRequest{ContainerID: "trap", Signal: uint32(syscall.SIGKILL)}); !errdefs.IsNotFound(native(err)) {
+				t.Errorf("kill of an exited task: %v, want NotFound", err)
+			}
+
+			e.create("paused", "sleep", "600")
+			if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "paused"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.ts.Pause(e.ctx(), &tasks.PauseTaskRequest{ContainerID: "paused"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.ts.Kill(e.ctx(), &tasks.KillRequest{ContainerID: "paused", Signal: uint32(syscall.SIGKILL)}); err != nil {
+				t.Fatal(err)
+			}
+			wait("paused", 137)
+			for _, id := range []string{"trap", "paused"} {
+				if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: id}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}

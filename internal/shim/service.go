@@ -54,6 +54,7 @@ type process struct {
 	stdio    stdio
 	io       *processIO
 	spec     *specs.Process // execs
+	pidfd    *os.File       // init: signals go through it, never to a reused pid
 }
 
 type container struct {
@@ -328,8 +329,13 @@ func (s *service) Create(ctx context.Context, r *task.CreateTaskRequest) (_ *tas
 		log.G(ctx).WithError(err).Warn("find the cgroup of the task: no stats or oom events")
 	}
 
+	var pidfd *os.File
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		pidfd = os.NewFile(uintptr(fd), "pidfd")
+	}
+
 	s.mu.Lock()
-	p.pid, p.io, c.cg, c.ready = pid, pio, cg, true
+	p.pid, p.io, c.cg, c.ready, p.pidfd = pid, pio, cg, true, pidfd
 	s.byPid[pid] = p
 	s.starting--
 	s.pub.publish(s.ctx, "/tasks/create", &events.TaskCreate{
@@ -600,6 +606,10 @@ func (s *service) Delete(ctx context.Context, r *task.DeleteRequest) (*task.Dele
 		delete(s.byPid, p.pid)
 	}
 	delete(s.containers, c.id)
+	if p.pidfd != nil {
+		p.pidfd.Close()
+		p.pidfd = nil
+	}
 	s.pub.publish(s.ctx, "/tasks/delete", &events.TaskDelete{
 		ContainerID: c.id, Pid: uint32(p.pid), ExitStatus: uint32(p.status), ExitedAt: timestamppb.New(p.exitedAt),
 	})
@@ -703,6 +713,15 @@ func (s *service) Kill(ctx context.Context, r *task.KillRequest) (*emptypb.Empty
 			return nil, fmt.Errorf("exec %q of task %q is not started: %w", p.id, c.id, errdefs.ErrFailedPrecondition)
 		}
 		if err := unix.Kill(p.pid, unix.Signal(r.Signal)); err != nil {
+			return nil, checkKillError(err)
+		}
+		return &emptypb.Empty{}, nil
+	}
+	if !r.All && p.pidfd != nil && p.state != statePaused {
+		// what runc kill does for one process, without its exec: signal
+		// init (a paused one goes through runc, which thaws it for SIGKILL).
+		defer s.mu.Unlock()
+		if err := unix.PidfdSendSignal(int(p.pidfd.Fd()), unix.Signal(r.Signal), nil, 0); err != nil {
 			return nil, checkKillError(err)
 		}
 		return &emptypb.Empty{}, nil
