@@ -48,6 +48,11 @@ type MetaStore struct {
 	batchMu sync.Mutex
 	pending []*call
 	running bool
+
+	// writeMu spans a write transaction and, when its commit fails, the
+	// undoing of its BeforeCommit functions, so that no other transaction
+	// sees their effects without their records.
+	writeMu sync.Mutex
 }
 
 type call struct {
@@ -108,9 +113,8 @@ func (ms *MetaStore) View(fn func(*Tx) error) error {
 // returns nil, rolled back otherwise. The transaction may hold the calls of
 // other goroutines too: fn must change nothing but the records (side
 // effects go in Tx.BeforeCommit), and it may run more than once, when a
-// sibling in its batch fails; a failing fn never takes a sibling's changes
-// down with it. A BeforeCommit function that fails fails every call of its
-// batch.
+// sibling in its batch fails; a failing fn, or a failing BeforeCommit
+// function of its own, never takes a sibling's changes down with it.
 func (ms *MetaStore) Update(fn func(*Tx) error) error {
 	c := &call{fn: fn, err: make(chan error, 1)}
 	ms.batchMu.Lock()
@@ -126,13 +130,26 @@ func (ms *MetaStore) Update(fn func(*Tx) error) error {
 // Exclusive runs fn alone in a read-write transaction, committed if fn
 // returns nil. fn runs once and may have side effects.
 func (ms *MetaStore) Exclusive(fn func(*Tx) error) error {
-	return ms.db.Update(func(tx *bolt.Tx) error {
-		t := newTx(tx, &hooks{})
-		if err := fn(t); err != nil {
+	h := &hooks{}
+	return ms.update(h, func(tx *bolt.Tx) error {
+		if err := fn(newTx(tx, h)); err != nil {
 			return err
 		}
-		return t.hooks.run()
+		return h.run()
 	})
+}
+
+// update runs a write transaction whose BeforeCommit functions are h's;
+// when the commit itself fails after they ran, they are undone before any
+// other transaction starts.
+func (ms *MetaStore) update(h *hooks, fn func(*bolt.Tx) error) error {
+	ms.writeMu.Lock()
+	defer ms.writeMu.Unlock()
+	err := ms.db.Update(fn)
+	if err != nil && h.ran {
+		h.undoAll()
+	}
+	return err
 }
 
 func (ms *MetaStore) commitLoop() {
@@ -156,15 +173,23 @@ func (ms *MetaStore) commitLoop() {
 func (ms *MetaStore) commit(batch []*call) {
 	for len(batch) > 0 {
 		failed := -1
-		err := ms.db.Update(func(tx *bolt.Tx) error {
-			h := &hooks{}
+		h := &hooks{}
+		err := ms.update(h, func(tx *bolt.Tx) error {
 			for i, c := range batch {
+				h.owner = i
 				if err := safe(c.fn, newTx(tx, h)); err != nil {
 					failed = i
 					return err
 				}
 			}
-			return h.run()
+			if err := h.run(); err != nil {
+				var he *hookError
+				if errors.As(err, &he) {
+					failed = he.owner
+				}
+				return err
+			}
+			return nil
 		})
 		if failed < 0 {
 			for _, c := range batch {
@@ -194,10 +219,22 @@ func safe(fn func(*Tx) error, tx *Tx) (err error) {
 // hooks are what the calls of one transaction asked to be done before it
 // commits.
 type hooks struct {
-	do    []func() error
-	undo  []func()
-	syncs map[string]*dirSync // started after the do functions
+	do     []func() error
+	undo   []func()
+	owners []int               // the batch index of the call that registered each
+	owner  int                 // the call registering now
+	ran    bool                // every do function succeeded
+	syncs  map[string]*dirSync // started after the do functions
 }
+
+// hookError is the failure of a BeforeCommit function of the call owner.
+type hookError struct {
+	owner int
+	err   error
+}
+
+func (e *hookError) Error() string { return e.err.Error() }
+func (e *hookError) Unwrap() error { return e.err }
 
 // dirSync is the fsync of a directory that runs beside a commit.
 type dirSync struct {
@@ -211,14 +248,11 @@ type dirSync struct {
 func (h *hooks) run() error {
 	for i, fn := range h.do {
 		if err := fn(); err != nil {
-			for j := i - 1; j >= 0; j-- {
-				if h.undo[j] != nil {
-					h.undo[j]()
-				}
-			}
-			return err
+			h.undoFrom(i - 1)
+			return &hookError{owner: h.owners[i], err: err}
 		}
 	}
+	h.ran = true
 	for d, ds := range h.syncs {
 		go func() {
 			ds.err = syncDir(d)
@@ -227,6 +261,17 @@ func (h *hooks) run() error {
 	}
 	return nil
 }
+
+// undoFrom runs the undo functions from i down to the first.
+func (h *hooks) undoFrom(i int) {
+	for ; i >= 0; i-- {
+		if h.undo[i] != nil {
+			h.undo[i]()
+		}
+	}
+}
+
+func (h *hooks) undoAll() { h.undoFrom(len(h.do) - 1) }
 
 // Tx is a transaction on the snapshot records.
 type Tx struct {
@@ -250,6 +295,7 @@ func newTx(tx *bolt.Tx, h *hooks) *Tx {
 func (t *Tx) BeforeCommit(do func() error, undo func()) {
 	t.hooks.do = append(t.hooks.do, do)
 	t.hooks.undo = append(t.hooks.undo, undo)
+	t.hooks.owners = append(t.hooks.owners, t.hooks.owner)
 }
 
 // SyncDirBesideCommit has dir fsync'd once for the whole batch, starting

@@ -208,9 +208,9 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		if !slices.Equal(snap.ParentIDs, parentIDs) {
 			return fmt.Errorf("parent %q of %q changed: %w", parent, key, errdefs.ErrAborted)
 		}
-		dir := s.layout.Dir(snap.ID)
+		dir, src := s.layout.Dir(snap.ID), tmp
 		tx.BeforeCommit(func() error {
-			if err := os.Rename(tmp, dir); err != nil {
+			if err := os.Rename(src, dir); err != nil {
 				if !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOTEMPTY) {
 					return fmt.Errorf("install snapshot %q: %w", key, err)
 				}
@@ -218,27 +218,29 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 				if err := os.RemoveAll(dir); err != nil {
 					return fmt.Errorf("replace orphan directory of snapshot %q: %w", key, err)
 				}
-				if err := os.Rename(tmp, dir); err != nil {
+				if err := os.Rename(src, dir); err != nil {
 					return fmt.Errorf("install snapshot %q: %w", key, err)
 				}
 			}
 			installed, tmp = dir, ""
 			return nil
 		}, func() {
-			if err := os.RemoveAll(installed); err != nil {
-				log.G(ctx).WithError(err).WithField("path", installed).Warn("remove directory of a snapshot that was not recorded")
+			// back where it was: the transaction may be tried again (a
+			// sibling in its batch failed), or tmp is removed on return.
+			if err := os.Rename(installed, src); err != nil {
+				log.G(ctx).WithError(err).WithField("path", installed).Warn("move back the directory of a snapshot that was not recorded")
+				if err := os.RemoveAll(installed); err != nil {
+					log.G(ctx).WithError(err).WithField("path", installed).Warn("remove directory of a snapshot that was not recorded")
+				}
 			}
-			installed = ""
+			installed, tmp = "", src
 		})
 		dirSynced = tx.SyncDirBesideCommit(s.layout.Snapshots())
 		return nil
 	})
 	if err != nil {
-		if installed != "" {
-			if rerr := os.RemoveAll(installed); rerr != nil {
-				log.G(ctx).WithError(rerr).WithField("path", installed).Warn("remove directory of a snapshot that was not recorded")
-			}
-		}
+		// a directory installed for a transaction that did not commit was
+		// moved back (to tmp, removed on return) by its undo.
 		return nil, err
 	}
 	// The snapshot is returned only once its directory is durable too: the
@@ -296,7 +298,10 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 			s.acquire(id)
 			acquired = true
 			return nil
-		}, nil)
+		}, func() {
+			s.release(id)
+			acquired = false
+		})
 		return nil
 	})
 	if err != nil {

@@ -382,3 +382,47 @@ func TestRemoveWithoutDirectory(t *testing.T) {
 		t.Fatalf("stat after remove: %v", err)
 	}
 }
+
+// A BeforeCommit function that fails fails only the call that registered
+// it: its sibling in the batch is undone, tried again and committed.
+func TestMetaStoreHookFailureIsolated(t *testing.T) {
+	ms := newMetaStore(t)
+	var did, undid int
+	ok := &call{err: make(chan error, 1), fn: func(tx *Tx) error {
+		if _, err := tx.CreateSnapshot(snapshots.KindActive, "ok", "", nil); err != nil {
+			return err
+		}
+		tx.BeforeCommit(func() error { did++; return nil }, func() { undid++ })
+		return nil
+	}}
+	boom := errors.New("boom")
+	bad := &call{err: make(chan error, 1), fn: func(tx *Tx) error {
+		if _, err := tx.CreateSnapshot(snapshots.KindActive, "bad", "", nil); err != nil {
+			return err
+		}
+		tx.BeforeCommit(func() error { return boom }, nil)
+		return nil
+	}}
+	ms.commit([]*call{ok, bad})
+	if err := <-ok.err; err != nil {
+		t.Errorf("sibling of a failing hook: %v", err)
+	}
+	if err := <-bad.err; !errors.Is(err, boom) {
+		t.Errorf("call with the failing hook: %v, want boom", err)
+	}
+	if did != 2 || undid != 1 {
+		t.Errorf("sibling's hook ran %d times and was undone %d times, want 2 and 1", did, undid)
+	}
+	err := ms.View(func(tx *Tx) error {
+		if _, _, _, err := tx.GetInfo("ok"); err != nil {
+			return err
+		}
+		if _, _, _, err := tx.GetInfo("bad"); !errdefs.IsNotFound(err) {
+			t.Errorf("record of the failed call: %v, want NotFound", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
