@@ -40,6 +40,9 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 // first; the last data field wins), copying data into m.Data's capacity.
 func unmarshalWrite(b []byte, m *contentapi.WriteContentRequest) error {
 	keep := m.Data[:0]
+	if cap(keep) > maxKeptData {
+		keep = nil // one huge message does not pin its size for the stream
+	}
 	proto.Reset(m)
 	var rest []byte // every field but data, for proto to decode
 	var payload []byte
@@ -68,6 +71,12 @@ func unmarshalWrite(b []byte, m *contentapi.WriteContentRequest) error {
 	}
 	if hasData {
 		m.Data = append(keep, payload...)
+	} else {
+		m.Data = keep // a STAT or COMMIT in between keeps the buffer
 	}
 	return nil
 }
+
+// maxKeptData bounds the buffer kept between messages: above the usual
+// 1 MiB writes, a message's buffer goes with it.
+const maxKeptData = 2 << 20

@@ -312,11 +312,18 @@ func (w *writer) Truncate(size int64) error {
 	}
 	*w.cur = (*w.cur)[:0]
 	w.fw.pending.Wait()
+	fail := func(err error) error {
+		// the hash and offset no longer describe the file: stay broken.
+		w.fw.mu.Lock()
+		w.fw.err = ingestErr(w.st.Ref, err)
+		w.fw.mu.Unlock()
+		return w.fw.error()
+	}
 	if err := w.f.Truncate(0); err != nil {
-		return ingestErr(w.st.Ref, err)
+		return fail(err)
 	}
 	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
-		return ingestErr(w.st.Ref, err)
+		return fail(err)
 	}
 	w.h.Reset()
 	w.fw.mu.Lock()
