@@ -170,7 +170,7 @@ func runDetached(ctx context.Context, e *sysEnv) error {
 			rss[i] += v / float64(len(pids))
 			pss[i] += w / float64(len(pids))
 		}
-		if k := sharersOf(pids[0], pids); k > 0 {
+		if k := sharersOf(pids[0], all); k > 0 {
 			e.rep.Notes = append(e.rep.Notes, fmt.Sprintf("%s's shim binary is also run by %d processes outside this benchmark, which lowers its shims' PSS", d.name, k))
 		}
 		var err error

@@ -146,9 +146,9 @@ func reapLater(p *os.Process, pidfd int) {
 }
 
 // startOwn gives the task of bundle b to a launched shim of binary (the
-// one waiting, or a new one) and returns its address. The caller launches
-// the next waiting shim (refill) once the task's Create is done, so that
-// the launch does not compete with runc create for the CPU.
+// one waiting, or a new one) and returns its address. The next waiting
+// shim is launched (refill) once the task is started (Manager.Start), so
+// that the launch does not compete with runc for the CPU.
 func (m *Manager) startOwn(ctx context.Context, b *bundle, binary string, opts *anypb.Any) (string, error) {
 	cfg := bootstrap.Config{Namespace: b.ns, ID: b.id, Bundle: b.path, Debug: m.debug}
 	if opts != nil {

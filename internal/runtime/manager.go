@@ -203,7 +203,10 @@ func (m *Manager) Create(ctx context.Context, id string, o CreateOpts) (*Task, u
 	}
 	var address string
 	if launchable(binary) {
-		defer func() { go m.refill(binary) }()
+		// the next shim is launched once this task is started (Start), so
+		// that its start-up does not compete with runc for the CPU; later
+		// if the task is not started soon.
+		defer time.AfterFunc(refillAfter, func() { m.refill(binary) })
 		address, err = m.startOwn(ctx, b, binary, o.Options)
 	} else {
 		address, err = m.startShim(ctx, b, binary, o.Options)
@@ -280,6 +283,20 @@ func (m *Manager) List(ctx context.Context) ([]*Task, error) {
 	m.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
+}
+
+// refillAfter is when a shim is launched ahead of need after a Create
+// that was not followed by a Start.
+const refillAfter = 500 * time.Millisecond
+
+// Start starts the task's init, or one of its execs, in its shim. Once an
+// init runs, the next shim of its binary is launched ahead of need.
+func (m *Manager) Start(ctx context.Context, t *Task, execID string) (*taskapi.StartResponse, error) {
+	r, err := t.conn.task.Start(ctx, &taskapi.StartRequest{ID: t.ID, ExecID: execID})
+	if err == nil && execID == "" && launchable(t.binary) {
+		go m.refill(t.binary)
+	}
+	return r, err
 }
 
 // Delete deletes the task's init process in its shim (FailedPrecondition

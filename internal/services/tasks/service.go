@@ -87,7 +87,7 @@ func (s *Service) Start(ctx context.Context, req *api.StartRequest) (*api.StartR
 	if err != nil {
 		return nil, err
 	}
-	r, err := t.Shim().Start(ctx, &taskapi.StartRequest{ID: t.ID, ExecID: req.ExecID})
+	r, err := s.runtime.Start(ctx, t, req.ExecID)
 	if err != nil {
 		return nil, shimErr(err)
 	}
