@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"time"
 
 	"github.com/berth-dev/berth/internal/config"
@@ -21,11 +20,6 @@ import (
 )
 
 func main() {
-	// berthd's heap is small and mostly short-lived request garbage: a lower
-	// GC target keeps its resident memory down for little CPU. GOGC overrides.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
-	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "berthd: %v\n", err)
 		os.Exit(1)

@@ -195,6 +195,7 @@ func recovered(ctx context.Context, method string, r any) error {
 }
 
 func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer trimmer.touch()
 	defer func() {
 		if r := recover(); r != nil {
 			resp, err = nil, recovered(ctx, info.FullMethod, r)
@@ -215,6 +216,7 @@ type serverStream struct {
 func (s serverStream) Context() context.Context { return s.ctx }
 
 func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	defer trimmer.touch()
 	defer func() {
 		if r := recover(); r != nil {
 			err = recovered(ss.Context(), info.FullMethod, r)
@@ -228,6 +230,7 @@ func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 }
 
 func ttrpcInterceptor(ctx context.Context, um ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (resp any, err error) {
+	defer trimmer.touch()
 	defer func() {
 		if r := recover(); r != nil {
 			resp, err = nil, recovered(ctx, info.FullMethod, r)
