@@ -42,12 +42,14 @@
 //     creation fills a new-* directory first, then, in one write
 //     transaction, records the snapshot and renames the directory to its
 //     id before the transaction commits; if the commit fails the directory
-//     is removed. The fsyncs of the new directory and of the snapshots
-//     directory run beside the commit, and the creation returns only once
-//     all three are done; so only a crash of the machine during a creation
-//     can leave a record without its directory, of a snapshot never
-//     returned, which the metadata store's sweep removes (Remove does not
-//     need the directory). A directory already at
+//     is moved back and removed. The fsyncs of the new directory and of the
+//     snapshots directory run beside the commit, and the creation returns
+//     only once all three are done; so only a crash of the machine during a
+//     creation can leave a record without its directory, of a snapshot
+//     never returned. A caller must therefore keep its own durable record
+//     of what a creation returned, written after it returned, and remove
+//     what it has no record of, as the metadata store's sweep does (Remove
+//     does not need the directory). A directory already at
 //     that id can only be an orphan of an uncommitted transaction (ids are
 //     allocated by the write transaction) and is replaced.
 //     Removal deletes the record first, then renames the directory to
