@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,13 @@ import (
 )
 
 const specURL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+
+// TestMain removes the binaries the tests built once they are done.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBinaries()
+	os.Exit(code)
+}
 
 func nsCtx(t *testing.T, ns string) context.Context {
 	t.Helper()

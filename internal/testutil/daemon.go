@@ -31,6 +31,14 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
+// RemoveBinaries removes what Binary built; a TestMain calls it after
+// the tests ran.
+func RemoveBinaries() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
 // Binary returns the path of one of berth's commands (berthd, berth,
 // containerd-shim-berth-v2), built once per test process from this tree.
 func Binary(t testing.TB, name string) string {
