@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	containers "github.com/containerd/containerd/api/services/containers/v1"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -216,5 +218,53 @@ func TestShimLaunchedDetails(t *testing.T) {
 	}
 	if _, err := e.ts.Delete(e.ctx(), &tasks.DeleteTaskRequest{ContainerID: "a"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestShimFdsStayFlat: runc calls and execs leave no descriptor behind in
+// the shim (each runc command's pidfd used to stay open until a garbage
+// collection, which a shim rarely runs).
+func TestShimFdsStayFlat(t *testing.T) {
+	d := shimDaemon(t, "containerd-shim-berth-v2")
+	conn := d.Conn(t)
+	e := &taskEnv{t: t, d: d, ns: "tl", rootfs: busyboxRootfs(t), cs: containers.NewContainersClient(conn), ts: tasks.NewTasksClient(conn)}
+	t.Cleanup(e.killAll)
+	e.create("s", "sleep", "600")
+	if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	shim := shimPidOf(t, filepath.Join(d.State, "io.containerd.runtime.v2.task", e.ns, "s"))
+	fds := func() int {
+		ents, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(shim), "fd"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	out := filepath.Join(t.TempDir(), "exec.out")
+	proc, _ := json.Marshal(specs.Process{Args: []string{"true"}, Cwd: "/", Env: []string{"PATH=/bin"}})
+	run := func(id string) {
+		t.Helper()
+		if _, err := e.ts.Exec(e.ctx(), &tasks.ExecProcessRequest{ContainerID: "s", ExecID: id, Stdout: "file://" + out, Stderr: "file://" + out,
+			Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: proc}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "s", ExecID: id}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ts.Wait(e.ctx(), &tasks.WaitRequest{ContainerID: "s", ExecID: id}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ts.DeleteProcess(e.ctx(), &tasks.DeleteProcessRequest{ContainerID: "s", ExecID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("warm")
+	before := fds()
+	for i := range 10 {
+		run("e" + strconv.Itoa(i))
+	}
+	if after := fds(); after > before {
+		t.Errorf("shim fds: %d after one exec, %d after ten more", before, after)
 	}
 }

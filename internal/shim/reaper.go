@@ -70,10 +70,13 @@ func (r *reaper) StartLocked(c *exec.Cmd) (chan runc.Exit, error) {
 }
 
 // Wait waits for the exit of a command from Start and lets exec.Cmd finish
-// its copying goroutines (its own wait4 fails: the child is reaped).
+// its copying goroutines (its own wait fails: the child is reaped). That
+// failed wait leaves the process's pidfd open until a collection would run
+// its cleanup; Release closes it now, or each runc call would hold an fd.
 func (r *reaper) Wait(c *exec.Cmd, ec chan runc.Exit) (int, error) {
 	e := <-ec
 	_ = c.Wait()
+	_ = c.Process.Release()
 	return e.Status, nil
 }
 
