@@ -50,11 +50,12 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/berth-dev/berth/internal/batch"
 )
 
 const schemaVersion = 1
@@ -70,11 +71,8 @@ var (
 
 // DB is the metadata database.
 type DB struct {
-	bolt *bolt.DB
-
-	mu      sync.Mutex
-	pending []*call
-	running bool
+	bolt  *bolt.DB
+	queue *batch.Queue[*call]
 }
 
 type call struct {
@@ -94,6 +92,7 @@ func Open(path string) (*DB, error) {
 		return nil, fmt.Errorf("open metadata %s: %w (is another berthd using this root?)", path, err)
 	}
 	db := &DB{bolt: b}
+	db.queue = batch.New(db.commit)
 	err = b.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketV1); err != nil {
 			return err
@@ -122,29 +121,8 @@ func (db *DB) View(fn func(*bolt.Tx) error) error { return db.bolt.View(fn) }
 // fails), so it must not depend on state it changed in an earlier run.
 func (db *DB) Update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	c := &call{fn: fn, err: make(chan error, 1)}
-	db.mu.Lock()
-	db.pending = append(db.pending, c)
-	if !db.running {
-		db.running = true
-		go db.commitLoop()
-	}
-	db.mu.Unlock()
+	db.queue.Add(c)
 	return <-c.err
-}
-
-func (db *DB) commitLoop() {
-	for {
-		db.mu.Lock()
-		batch := db.pending
-		db.pending = nil
-		if len(batch) == 0 {
-			db.running = false
-			db.mu.Unlock()
-			return
-		}
-		db.mu.Unlock()
-		db.commit(batch)
-	}
 }
 
 // commit applies a batch in one transaction. When one call fails, the

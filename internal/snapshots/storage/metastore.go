@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/berth-dev/berth/internal/batch"
 	"github.com/berth-dev/berth/internal/labels"
 	"github.com/berth-dev/berth/internal/snapshots"
 )
@@ -45,9 +46,7 @@ type MetaStore struct {
 	mu     sync.Mutex
 	closed bool
 
-	batchMu sync.Mutex
-	pending []*call
-	running bool
+	queue *batch.Queue[*call]
 
 	// writeMu spans a write transaction and, when its commit fails, the
 	// undoing of its BeforeCommit functions, so that no other transaction
@@ -88,7 +87,9 @@ func NewMetaStore(path string) (*MetaStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialise snapshot metadata %q: %w", path, err)
 	}
-	return &MetaStore{db: db}, nil
+	ms := &MetaStore{db: db}
+	ms.queue = batch.New(ms.commit)
+	return ms, nil
 }
 
 // Close closes the file. Closing twice is not an error.
@@ -117,13 +118,7 @@ func (ms *MetaStore) View(fn func(*Tx) error) error {
 // function of its own, never takes a sibling's changes down with it.
 func (ms *MetaStore) Update(fn func(*Tx) error) error {
 	c := &call{fn: fn, err: make(chan error, 1)}
-	ms.batchMu.Lock()
-	ms.pending = append(ms.pending, c)
-	if !ms.running {
-		ms.running = true
-		go ms.commitLoop()
-	}
-	ms.batchMu.Unlock()
+	ms.queue.Add(c)
 	return <-c.err
 }
 
@@ -150,21 +145,6 @@ func (ms *MetaStore) update(h *hooks, fn func(*bolt.Tx) error) error {
 		h.undoAll()
 	}
 	return err
-}
-
-func (ms *MetaStore) commitLoop() {
-	for {
-		ms.batchMu.Lock()
-		batch := ms.pending
-		ms.pending = nil
-		if len(batch) == 0 {
-			ms.running = false
-			ms.batchMu.Unlock()
-			return
-		}
-		ms.batchMu.Unlock()
-		ms.commit(batch)
-	}
 }
 
 // commit applies a batch in one transaction. When one call fails, the
