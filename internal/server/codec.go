@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"sync"
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	"google.golang.org/grpc/encoding"
@@ -80,3 +81,76 @@ func unmarshalWrite(b []byte, m *contentapi.WriteContentRequest) error {
 // maxKeptData bounds the buffer kept between messages: above the usual
 // 1 MiB writes, a message's buffer goes with it.
 const maxKeptData = 2 << 20
+
+// Marshal is the proto codec's, except that a large reply (a List of many
+// containers or images) is marshalled into a buffer kept between calls:
+// gRPC's own pool is emptied by every collection, and a fresh buffer of
+// megabytes comes back from the system zeroed, page by page, which cost a
+// List at one client more CPU than building the reply.
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return c.CodecV2.Marshal(v)
+	}
+	size := proto.Size(m)
+	if size < minKeptReply || size > maxKeptReply {
+		return c.CodecV2.Marshal(v)
+	}
+	buf := replies.Get(size)
+	if _, err := (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend((*buf)[:0], m); err != nil {
+		replies.Put(buf)
+		return nil, err
+	}
+	return mem.BufferSlice{mem.NewBuffer(buf, replies)}, nil
+}
+
+// The replies whose buffers are kept: from 256 KiB to 8 MiB.
+const (
+	minKeptReply = 256 << 10
+	maxKeptReply = 8 << 20
+)
+
+// replies keeps up to two freed reply buffers; the idle trim drops them.
+var replies = &keptBuffers{max: 2}
+
+// keptBuffers is a mem.BufferPool that keeps a few buffers across garbage
+// collections.
+type keptBuffers struct {
+	mu   sync.Mutex
+	max  int
+	free []*[]byte
+}
+
+// Get returns a buffer of length n, a kept one if one is large enough.
+func (p *keptBuffers) Get(n int) *[]byte {
+	p.mu.Lock()
+	for i, b := range p.free {
+		if cap(*b) >= n {
+			p.free = append(p.free[:i], p.free[i+1:]...)
+			p.mu.Unlock()
+			*b = (*b)[:n]
+			return b
+		}
+	}
+	p.mu.Unlock()
+	b := make([]byte, n)
+	return &b
+}
+
+// Put keeps b unless enough buffers are kept already.
+func (p *keptBuffers) Put(b *[]byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.free) < p.max && cap(*b) <= maxKeptReply {
+		p.free = append(p.free, b)
+	}
+}
+
+// drop lets the kept buffers go and says how many there were.
+func (p *keptBuffers) drop() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.free)
+	p.free = nil
+	return n
+}

@@ -2,8 +2,11 @@ package server
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 
+	containersapi "github.com/containerd/containerd/api/services/containers/v1"
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -69,5 +72,39 @@ func TestCodecWriteContentRequestMalformed(t *testing.T) {
 	bad = protowire.AppendBytes(bad, []byte{0xff, 0xfe}) // ref is not UTF-8
 	if err := newCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, new(contentapi.WriteContentRequest)); err == nil {
 		t.Fatal("a ref that is not UTF-8 decoded without error")
+	}
+}
+
+// A large reply is marshalled as the proto codec would, into a buffer
+// that is kept and used again once gRPC has put it back.
+func TestCodecMarshalLargeReply(t *testing.T) {
+	resp := &containersapi.ListContainersResponse{}
+	for i := range 2000 {
+		resp.Containers = append(resp.Containers, &containersapi.Container{ID: fmt.Sprintf("c%04d", i), Image: strings.Repeat("x", 200)})
+	}
+	want, err := proto.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) < minKeptReply {
+		t.Fatalf("test reply of %d bytes is below %d", len(want), minKeptReply)
+	}
+	c := newCodec()
+	replies.drop()
+	for i := 0; i < 2; i++ {
+		got, err := c.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Materialize(), want) {
+			t.Fatalf("round %d: the reply differs from proto.Marshal's", i)
+		}
+		got.Free() // gRPC's transport, once written
+		if n := len(replies.free); n != 1 {
+			t.Fatalf("round %d: %d buffers kept after Free, want 1", i, n)
+		}
+	}
+	if replies.drop() != 1 || len(replies.free) != 0 {
+		t.Error("drop left buffers")
 	}
 }

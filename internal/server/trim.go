@@ -11,7 +11,8 @@ import (
 // system once the daemon has had no request for a while: the collector
 // runs at its default target while berthd is busy (a lower one cost List
 // and Get a third more CPU), and an idle berthd does not keep the peak.
-// Without a collection since the last trim there is nothing to return, and
+// Kept reply buffers (see codec) are let go then too. Without those and
+// without a collection since the last trim there is nothing to return, and
 // forcing one would only touch the collector's metadata.
 type idleTrim struct {
 	timer      *time.Timer
@@ -37,7 +38,8 @@ func (t *idleTrim) trim() {
 	defer t.mu.Unlock()
 	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 || s[0].Value.Uint64() == t.lastCycles {
+	dropped := replies.drop()
+	if dropped == 0 && (s[0].Value.Kind() != metrics.KindUint64 || s[0].Value.Uint64() == t.lastCycles) {
 		return
 	}
 	debug.FreeOSMemory()
