@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,10 +21,14 @@ import (
 
 const specURL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
-// TestMain removes the binaries the tests built once they are done.
+// TestMain removes the binaries and the busybox archive the tests built
+// once they are done.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testutil.RemoveBinaries()
+	if busyboxTar != "" {
+		os.RemoveAll(filepath.Dir(busyboxTar))
+	}
 	os.Exit(code)
 }
 
