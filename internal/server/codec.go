@@ -110,7 +110,7 @@ const (
 	maxKeptReply = 8 << 20
 )
 
-// replies keeps up to two freed reply buffers; the idle trim drops them.
+// replies keeps up to two freed reply buffers; the idle trimmer drops them.
 var replies = &keptBuffers{max: 2}
 
 // keptBuffers is a mem.BufferPool that keeps a few buffers across garbage

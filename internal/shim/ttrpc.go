@@ -2,11 +2,9 @@ package shim
 
 import (
 	"context"
-	"runtime/debug"
-	"runtime/metrics"
-	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/memtrim"
 	task "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
@@ -31,7 +29,7 @@ func unary[Req any, PReq interface {
 			return nil, err
 		}
 		resp, err := f(ctx, req)
-		trimSoon()
+		trimmer.Touch()
 		if err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
@@ -39,32 +37,9 @@ func unary[Req any, PReq interface {
 	}
 }
 
-// trimTimer returns memory to the system once the shim has been quiet for
-// a second after a burst of calls, when the burst made the heap grow past
-// a collection: a shim idles for hours. Without a collection since the
-// last trim there is nothing to return, and forcing one would only touch
-// the collector's metadata.
-var trimTimer = time.AfterFunc(time.Hour, trim)
-
-var (
-	trimMu     sync.Mutex
-	lastCycles uint64
-)
-
-func trim() {
-	trimMu.Lock()
-	defer trimMu.Unlock()
-	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 || s[0].Value.Uint64() == lastCycles {
-		return
-	}
-	debug.FreeOSMemory()
-	metrics.Read(s)
-	lastCycles = s[0].Value.Uint64()
-}
-
-func trimSoon() { trimTimer.Reset(time.Second) }
+// trimmer returns memory to the system once the shim has been quiet for
+// a second after a burst of calls: a shim idles for hours.
+var trimmer = memtrim.New(time.Second, nil)
 
 // register serves s under both task service names.
 func register(srv *ttrpc.Server, s *service) {
