@@ -1,6 +1,8 @@
 package batch
 
 import (
+	"errors"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -52,5 +54,38 @@ func TestQueue(t *testing.T) {
 	}
 	if len(batches) != 2 || len(batches[1]) != 10 {
 		t.Errorf("batches %v: want [0] then the ten that arrived meanwhile", batches)
+	}
+}
+
+// A call that fails the batch runs alone and gets its own error; the
+// others are committed together, once each.
+func TestIsolate(t *testing.T) {
+	bad := errors.New("bad")
+	var rounds [][]int
+	got := map[int]error{}
+	Isolate([]int{1, 2, 3, 4}, func(b []int) (int, error) {
+		rounds = append(rounds, slices.Clone(b))
+		for i, c := range b {
+			if c == 2 || c == 4 {
+				return i, bad
+			}
+		}
+		return -1, nil
+	}, func(c int) error {
+		if c == 2 {
+			return bad
+		}
+		return nil
+	}, func(c int, err error) {
+		if _, dup := got[c]; dup {
+			t.Errorf("call %d done twice", c)
+		}
+		got[c] = err
+	})
+	if got[2] != bad || got[1] != nil || got[3] != nil || got[4] != nil || len(got) != 4 {
+		t.Errorf("results %v: want only 2 failed (4 fails together but not alone)", got)
+	}
+	if len(rounds) != 3 || !slices.Equal(rounds[2], []int{1, 3}) {
+		t.Errorf("rounds %v: want [1 2 3 4], [1 3 4], [1 3]", rounds)
 	}
 }

@@ -125,14 +125,13 @@ func (db *DB) Update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	return <-c.err
 }
 
-// commit applies a batch in one transaction. When one call fails, the
-// transaction is rolled back, that call runs alone (so it sees exactly its
-// own error) and the others are tried again together.
-func (db *DB) commit(batch []*call) {
-	for len(batch) > 0 {
-		failed := -1
-		err := db.bolt.Update(func(tx *bolt.Tx) error {
-			for i, c := range batch {
+// commit applies a batch in one transaction; a call that fails it runs
+// alone and the others are tried together again (batch.Isolate).
+func (db *DB) commit(calls []*call) {
+	batch.Isolate(calls, func(calls []*call) (failed int, err error) {
+		failed = -1
+		err = db.bolt.Update(func(tx *bolt.Tx) error {
+			for i, c := range calls {
 				if err := safe(c.fn, tx); err != nil {
 					failed = i
 					return err
@@ -140,20 +139,10 @@ func (db *DB) commit(batch []*call) {
 			}
 			return nil
 		})
-		if failed < 0 {
-			for _, c := range batch {
-				c.err <- err
-			}
-			return
-		}
-		c := batch[failed]
-		batch = append(batch[:failed:failed], batch[failed+1:]...)
-		if len(batch) == 0 {
-			c.err <- err
-			return
-		}
-		c.err <- db.bolt.Update(func(tx *bolt.Tx) error { return safe(c.fn, tx) })
-	}
+		return failed, err
+	}, func(c *call) error {
+		return db.bolt.Update(func(tx *bolt.Tx) error { return safe(c.fn, tx) })
+	}, func(c *call, err error) { c.err <- err })
 }
 
 func safe(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {

@@ -147,15 +147,15 @@ func (ms *MetaStore) update(h *hooks, fn func(*bolt.Tx) error) error {
 	return err
 }
 
-// commit applies a batch in one transaction. When one call fails, the
-// transaction is rolled back, that call runs alone (so that it sees
-// exactly its own error) and the others are tried again together.
-func (ms *MetaStore) commit(batch []*call) {
-	for len(batch) > 0 {
-		failed := -1
+// commit applies a batch in one transaction; a call that fails it, in its
+// function or in a BeforeCommit function of its own, runs alone and the
+// others are tried together again (batch.Isolate).
+func (ms *MetaStore) commit(calls []*call) {
+	batch.Isolate(calls, func(calls []*call) (failed int, err error) {
+		failed = -1
 		h := &hooks{}
-		err := ms.update(h, func(tx *bolt.Tx) error {
-			for i, c := range batch {
+		err = ms.update(h, func(tx *bolt.Tx) error {
+			for i, c := range calls {
 				h.owner = i
 				if err := safe(c.fn, newTx(tx, h)); err != nil {
 					failed = i
@@ -171,20 +171,10 @@ func (ms *MetaStore) commit(batch []*call) {
 			}
 			return nil
 		})
-		if failed < 0 {
-			for _, c := range batch {
-				c.err <- err
-			}
-			return
-		}
-		c := batch[failed]
-		batch = append(batch[:failed:failed], batch[failed+1:]...)
-		if len(batch) == 0 {
-			c.err <- err
-			return
-		}
-		c.err <- ms.Exclusive(func(tx *Tx) error { return safe(c.fn, tx) })
-	}
+		return failed, err
+	}, func(c *call) error {
+		return ms.Exclusive(func(tx *Tx) error { return safe(c.fn, tx) })
+	}, func(c *call, err error) { c.err <- err })
 }
 
 func safe(fn func(*Tx) error, tx *Tx) (err error) {
