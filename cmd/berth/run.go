@@ -252,6 +252,24 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
+// withStatus connects and runs fn with a context that an interrupt does
+// not cancel (fn forwards signals to the task), then exits with the status
+// fn returns.
+func withStatus(c *cli.Context, fn func(ctx context.Context, cl *client) (uint32, error)) error {
+	code, err := func() (uint32, error) {
+		cl, ctx, err := connect(c)
+		if err != nil {
+			return 0, err
+		}
+		defer cl.Close()
+		return fn(context.WithoutCancel(ctx), cl)
+	}()
+	if err != nil {
+		return err
+	}
+	return exitWith(code)
+}
+
 func runAction(c *cli.Context) error {
 	o, err := parseRunOptions(c)
 	if err != nil {

@@ -231,13 +231,7 @@ func tasksStart(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	code, err := func() (uint32, error) {
-		cl, ctx, err := connect(c)
-		if err != nil {
-			return 0, err
-		}
-		defer cl.Close()
-		ctx = context.WithoutCancel(ctx)
+	return withStatus(c, func(ctx context.Context, cl *client) (uint32, error) {
 		ctr, err := getContainer(ctx, cl, id)
 		if err != nil {
 			return 0, err
@@ -249,11 +243,7 @@ func tasksStart(c *cli.Context) error {
 			detach: c.Bool("detach"), nullIO: c.Bool("null-io"), fifoDir: c.String("fifo-dir"),
 			stdout: c.App.Writer, stderr: c.App.ErrWriter,
 		})
-	}()
-	if err != nil {
-		return err
-	}
-	return exitWith(code)
+	})
 }
 
 // specTerminal reports whether the container's process has a terminal.
@@ -270,13 +260,7 @@ func tasksAttach(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	code, err := func() (uint32, error) {
-		cl, ctx, err := connect(c)
-		if err != nil {
-			return 0, err
-		}
-		defer cl.Close()
-		ctx = context.WithoutCancel(ctx)
+	return withStatus(c, func(ctx context.Context, cl *client) (uint32, error) {
 		api := tasksapi.NewTasksClient(cl.conn)
 		resp, err := api.Get(ctx, &tasksapi.GetRequest{ContainerID: id})
 		if err != nil {
@@ -325,11 +309,7 @@ func tasksAttach(c *cli.Context) error {
 		p.io.close()
 		removeTaskFIFOs("", proc.GetStdin(), proc.GetStdout(), proc.GetStderr())
 		return r.status, nil
-	}()
-	if err != nil {
-		return err
-	}
-	return exitWith(code)
+	})
 }
 
 // processSpecJSON is the container's process with args (and the flags' changes) applied, as
@@ -394,13 +374,7 @@ func tasksExec(c *cli.Context) error {
 			return usagef(c, "invalid --env %q: expected KEY=VALUE", e)
 		}
 	}
-	code, err := func() (uint32, error) {
-		cl, ctx, err := connect(c)
-		if err != nil {
-			return 0, err
-		}
-		defer cl.Close()
-		ctx = context.WithoutCancel(ctx)
+	return withStatus(c, func(ctx context.Context, cl *client) (uint32, error) {
 		ctr, err := getContainer(ctx, cl, id)
 		if err != nil {
 			return 0, err
@@ -434,11 +408,7 @@ func tasksExec(c *cli.Context) error {
 		}
 		p.drain()
 		return status, err
-	}()
-	if err != nil {
-		return err
-	}
-	return exitWith(code)
+	})
 }
 
 // parseSignal takes SIGKILL, KILL, kill or 9.
