@@ -13,6 +13,10 @@
 //	<root>/snapshots/new-*          a snapshot being created
 //	<root>/snapshots/rm-*           a snapshot being removed
 //
+// The snapshots directory is marked chattr +T (FS_TOPDIR_FL) where the
+// filesystem knows the flag, so that ext4 spreads snapshots over block
+// groups (see spreadSubdirs).
+//
 // A snapshot's directory is named by its numeric id, never by its key:
 // keys are client strings.
 //

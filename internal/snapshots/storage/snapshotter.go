@@ -67,6 +67,7 @@ func New(root string, driver Driver) (*Snapshotter, error) {
 	if err := os.MkdirAll(l.Snapshots(), 0o700); err != nil {
 		return nil, fmt.Errorf("snapshotter root: %w", err)
 	}
+	spreadSubdirs(l.Snapshots())
 	ms, err := NewMetaStore(l.DB())
 	if err != nil {
 		return nil, err
@@ -488,4 +489,30 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync %q: %w", dir, err)
 	}
 	return nil
+}
+
+// fsTopdirFlag is FS_TOPDIR_FL (chattr +T), which x/sys does not name.
+const fsTopdirFlag = 0x00020000
+
+// spreadSubdirs marks dir as the top of unrelated trees (chattr +T) where
+// the filesystem knows the flag (ext2/3/4; elsewhere it is ignored): ext4
+// then places each new snapshot directory, and the files beneath it, in
+// its own block group instead of beside the last one. Without this, on an
+// ext4 without a journal, a snapshot unpacked just after another was
+// removed lands in the group of the removed one, where the kernel skips
+// each recently deleted inode one by one for every file it creates
+// (find_inode_bit/recently_deleted): unpacking 3,000 files after removing
+// 3,000 took about half a second more. Best effort: a failure only costs
+// that time.
+func spreadSubdirs(dir string) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	flags, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil || flags&fsTopdirFlag != 0 {
+		return
+	}
+	_ = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(flags|fsTopdirFlag))
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/mount"
 	"github.com/berth-dev/berth/internal/snapshots"
@@ -424,5 +425,29 @@ func TestMetaStoreHookFailureIsolated(t *testing.T) {
 	})
 	if err != nil {
 		t.Error(err)
+	}
+}
+
+// TestSnapshotsDirSpreadsSubdirs: where the filesystem keeps inode flags
+// (ext4 here), the snapshots directory carries FS_TOPDIR_FL, so that ext4
+// places each snapshot in a block group of its own.
+func TestSnapshotsDirSpreadsSubdirs(t *testing.T) {
+	root := t.TempDir()
+	s, err := New(root, &blockingDriver{layout: Layout(root)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f, err := os.Open(s.Layout().Snapshots())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		t.Skipf("the filesystem of %s keeps no inode flags: %v", root, err)
+	}
+	if flags&fsTopdirFlag == 0 {
+		t.Errorf("flags of %s = %#x, want FS_TOPDIR_FL (%#x) set", s.Layout().Snapshots(), flags, fsTopdirFlag)
 	}
 }
