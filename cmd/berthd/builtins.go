@@ -26,6 +26,7 @@ import (
 	namespacessvc "github.com/berth-dev/berth/internal/services/namespaces"
 	taskssvc "github.com/berth-dev/berth/internal/services/tasks"
 	versionsvc "github.com/berth-dev/berth/internal/services/version"
+	"github.com/containerd/log"
 	"github.com/containerd/platforms"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -102,7 +103,12 @@ func builtins() []*plugin.Registration {
 				}
 				stores := map[string]*metadata.SnapshotStore{}
 				for name, sn := range plugin.All[snapshots.Snapshotter](ic.Plugins(), plugin.SnapshotPlugin) {
-					stores[name] = metadata.NewSnapshotStore(db, name, sn)
+					st := metadata.NewSnapshotStore(db, name, sn)
+					// what a crash left of creations and removals
+					if _, err := st.Sweep(ic.Context); err != nil {
+						log.G(ic.Context).WithError(err).WithField("snapshotter", name).Warn("sweep snapshots")
+					}
+					stores[name] = st
 				}
 				return snapshotStores(stores), nil
 			},

@@ -125,7 +125,7 @@ func (c *Collector) Collect(ctx context.Context) (Stats, error) {
 	if err == nil {
 		// snapshot records went in the metadata collection; now their data
 		for _, ss := range c.snapshots {
-			n, serr := ss.SweepBackend(ctx)
+			n, serr := ss.Sweep(ctx)
 			st.Snapshots += n
 			if serr != nil {
 				log.G(ctx).WithError(serr).WithField("snapshotter", ss.Name()).Warn("gc: sweep snapshots")

@@ -40,18 +40,26 @@ var (
 // parents and labels are recorded in the metadata; the backend holds the
 // data under namespaced keys. It implements snapshots.Snapshotter.
 //
-// Invariants: a record exists only for a backend snapshot that exists (the
-// backend is changed first and undone if the record can not be written;
-// a removal drops the record first and leaves any backend leftover to
-// Cleanup); with a lease in the context, snapshots made are added to it.
+// Invariants: a record names a backend snapshot that exists, except while
+// the two are being made together (create): the record and the backend
+// snapshot are written at once, each durable with its own sync, and calls
+// that reach the backend through a record wait for a creation still in
+// flight (its backend key is in pending); if either write fails the other
+// is undone. A crash can leave either one alone, and Sweep removes both
+// kinds of leftovers (it runs at start-up and after garbage collection).
+// Commit changes the backend first and then the record; a removal drops the
+// record first and leaves any backend leftover to Sweep. With a lease in
+// the context, snapshots made are added to it.
 type SnapshotStore struct {
 	db      *DB
 	name    string
 	backend snapshots.Snapshotter
-	// mu is held shared while a backend snapshot exists without its record
-	// (create, commit) and exclusively by sweeps, which remove backend
-	// snapshots that have no record.
+	// mu is held shared while a backend snapshot and its record may
+	// disagree (create, commit) and exclusively by Sweep.
 	mu sync.RWMutex
+
+	pendingMu sync.Mutex
+	pending   map[string]chan struct{} // backend key → closed once created (or not)
 }
 
 var _ snapshots.Snapshotter = (*SnapshotStore)(nil)
@@ -59,7 +67,7 @@ var _ snapshots.Snapshotter = (*SnapshotStore)(nil)
 // NewSnapshotStore returns the namespaced view of backend, which is
 // registered as snapshotter name.
 func NewSnapshotStore(db *DB, name string, backend snapshots.Snapshotter) *SnapshotStore {
-	return &SnapshotStore{db: db, name: name, backend: backend}
+	return &SnapshotStore{db: db, name: name, backend: backend, pending: map[string]chan struct{}{}}
 }
 
 // Backend is the snapshotter below (for garbage collection).
@@ -118,15 +126,34 @@ func (s *SnapshotStore) get(ctx context.Context, key string) (string, snapRecord
 		return "", snapRecord{}, err
 	}
 	var r snapRecord
-	err = s.db.View(func(tx *bolt.Tx) error {
-		sb := s.bucket(tx, ns)
-		if sb == nil || sb.Bucket([]byte(key)) == nil {
-			return s.notFound(key, ns)
-		}
-		r = readSnapRecord(sb.Bucket([]byte(key)))
-		return nil
-	})
+	read := func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			sb := s.bucket(tx, ns)
+			if sb == nil || sb.Bucket([]byte(key)) == nil {
+				return s.notFound(key, ns)
+			}
+			r = readSnapRecord(sb.Bucket([]byte(key)))
+			return nil
+		})
+	}
+	err = read()
+	if err == nil && s.waitCreated(r.bkey) {
+		err = read() // the creation may have failed and dropped it
+	}
 	return ns, r, err
+}
+
+// waitCreated waits for the creation of backend key bkey if one is in
+// flight, and says whether it waited.
+func (s *SnapshotStore) waitCreated(bkey string) bool {
+	s.pendingMu.Lock()
+	c := s.pending[bkey]
+	s.pendingMu.Unlock()
+	if c == nil {
+		return false
+	}
+	<-c
+	return true
 }
 
 // Stat returns the info of a snapshot.
@@ -244,15 +271,31 @@ func (s *SnapshotStore) create(ctx context.Context, kind snapshots.Kind, key, pa
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	bkey := backendKey(ns, key)
-	var mounts []mount.Mount
-	if kind == snapshots.KindView {
-		mounts, err = s.backend.View(ctx, bkey, pkey)
-	} else {
-		mounts, err = s.backend.Prepare(ctx, bkey, pkey)
-	}
-	if err != nil {
-		return nil, err
-	}
+	created := make(chan struct{})
+	s.pendingMu.Lock()
+	s.pending[bkey] = created
+	s.pendingMu.Unlock()
+	defer func() {
+		s.pendingMu.Lock()
+		delete(s.pending, bkey)
+		s.pendingMu.Unlock()
+		close(created)
+	}()
+	// The backend snapshot and the record are written at once, so that a
+	// creation waits for one durable commit's time instead of two.
+	var (
+		mounts      []mount.Mount
+		berr        error
+		backendDone = make(chan struct{})
+	)
+	go func() {
+		defer close(backendDone)
+		if kind == snapshots.KindView {
+			mounts, berr = s.backend.View(ctx, bkey, pkey)
+		} else {
+			mounts, berr = s.backend.Prepare(ctx, bkey, pkey)
+		}
+	}()
 	now := time.Now().UTC()
 	err = s.db.Update(ctx, func(tx *bolt.Tx) error {
 		sb, err := createBucketPath(tx, ns, bucketSnapshots, []byte(s.name))
@@ -285,11 +328,20 @@ func (s *SnapshotStore) create(ctx context.Context, kind snapshots.Kind, key, pa
 		_, err = addToLease(ctx, tx, ns, []byte(key), bucketSnapshots, []byte(s.name))
 		return err
 	})
-	if err != nil {
-		if rerr := s.backend.Remove(context.WithoutCancel(ctx), bkey); rerr != nil {
-			log.G(ctx).WithError(rerr).WithField("key", bkey).Warn("undo backend snapshot")
+	<-backendDone
+	switch {
+	case err != nil:
+		if berr == nil {
+			if rerr := s.backend.Remove(context.WithoutCancel(ctx), bkey); rerr != nil {
+				log.G(ctx).WithError(rerr).WithField("key", bkey).Warn("undo backend snapshot")
+			}
 		}
 		return nil, err
+	case berr != nil:
+		if derr := s.dropRecord(context.WithoutCancel(ctx), ns, key, bkey); derr != nil {
+			log.G(ctx).WithError(derr).WithField("key", key).Warn("undo snapshot record")
+		}
+		return nil, berr
 	}
 	return mounts, nil
 }
@@ -381,7 +433,7 @@ func (s *SnapshotStore) Commit(ctx context.Context, name, key string, opts ...sn
 	if err != nil {
 		// the active snapshot is gone in the backend: drop its record too
 		_ = s.backend.Remove(context.WithoutCancel(ctx), bname)
-		_ = s.dropRecord(context.WithoutCancel(ctx), ns, key)
+		_ = s.dropRecord(context.WithoutCancel(ctx), ns, key, r.bkey)
 	}
 	return err
 }
@@ -415,6 +467,7 @@ func (s *SnapshotStore) Remove(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	s.waitCreated(bkey)
 	if err := s.backend.Remove(ctx, bkey); err != nil && !errdefs.IsNotFound(err) {
 		log.G(ctx).WithError(err).WithField("key", bkey).Warn("backend snapshot left for cleanup")
 	}
@@ -434,13 +487,18 @@ func removeSnapRecord(sb *bolt.Bucket, key, parent string) error {
 	return sb.DeleteBucket([]byte(key))
 }
 
-func (s *SnapshotStore) dropRecord(ctx context.Context, ns, key string) error {
+// dropRecord removes the record of key if it still names backend key bkey.
+func (s *SnapshotStore) dropRecord(ctx context.Context, ns, key, bkey string) error {
 	return s.db.Update(ctx, func(tx *bolt.Tx) error {
 		sb := s.bucket(tx, ns)
 		if sb == nil || sb.Bucket([]byte(key)) == nil {
 			return nil
 		}
-		return removeSnapRecord(sb, key, readSnapRecord(sb.Bucket([]byte(key))).parent)
+		r := readSnapRecord(sb.Bucket([]byte(key)))
+		if r.bkey != bkey {
+			return nil
+		}
+		return removeSnapRecord(sb, key, r.parent)
 	})
 }
 
@@ -481,20 +539,36 @@ func (s *SnapshotStore) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...s
 	return nil
 }
 
-// Cleanup removes backend snapshots that no record names, then lets the
-// backend clean its own leftovers.
+// Cleanup runs Sweep, then lets the backend clean its own leftovers.
 func (s *SnapshotStore) Cleanup(ctx context.Context) error {
-	if _, err := s.SweepBackend(ctx); err != nil {
+	if _, err := s.Sweep(ctx); err != nil {
 		return err
 	}
 	return s.backend.Cleanup(ctx)
 }
 
-// SweepBackend removes backend snapshots whose key no namespace records
-// (children before parents) and returns how many it removed.
-func (s *SnapshotStore) SweepBackend(ctx context.Context) (int, error) {
+// Sweep removes what a crash can leave of a creation, a commit or a
+// removal: records whose backend snapshot is gone (unless they have
+// children, which it logs), then backend snapshots whose key no namespace
+// records (children before parents). It returns how many backend
+// snapshots it removed.
+func (s *SnapshotStore) Sweep(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	type node struct {
+		key, parent string
+	}
+	var all []node
+	inBackend := map[string]bool{}
+	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		all = append(all, node{info.Name, info.Parent})
+		inBackend[info.Name] = true
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	type record struct{ ns, key, bkey string }
+	var gone []record
 	live := map[string]bool{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketV1).ForEachBucket(func(ns []byte) error {
@@ -503,7 +577,15 @@ func (s *SnapshotStore) SweepBackend(ctx context.Context) (int, error) {
 				return nil
 			}
 			return sb.ForEachBucket(func(k []byte) error {
-				live[string(sb.Bucket(k).Get(keyName))] = true
+				r := readSnapRecord(sb.Bucket(k))
+				live[r.bkey] = true
+				switch {
+				case inBackend[r.bkey]:
+				case r.children > 0:
+					log.G(ctx).WithField("key", string(k)).WithField("namespace", string(ns)).Warn("snapshot record without its backend snapshot kept: it has children")
+				default:
+					gone = append(gone, record{string(ns), string(k), r.bkey})
+				}
 				return nil
 			})
 		})
@@ -511,15 +593,11 @@ func (s *SnapshotStore) SweepBackend(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	type node struct {
-		key, parent string
-	}
-	var all []node
-	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		all = append(all, node{info.Name, info.Parent})
-		return nil
-	}); err != nil {
-		return 0, err
+	for _, r := range gone {
+		log.G(ctx).WithField("key", r.key).WithField("namespace", r.ns).Info("dropping a snapshot record whose backend snapshot is gone")
+		if err := s.dropRecord(ctx, r.ns, r.key, r.bkey); err != nil {
+			return 0, err
+		}
 	}
 	// remove children before parents: repeat passes over what is left
 	removed := 0

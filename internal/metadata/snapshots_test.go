@@ -2,9 +2,11 @@ package metadata
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/leases"
 	"github.com/berth-dev/berth/internal/mount"
@@ -157,7 +159,7 @@ func TestSnapshotNamespacesLeasesGC(t *testing.T) {
 	if res2.Removed["snapshots"] != 1 {
 		t.Errorf("snapshot records removed: %v, want b's k only", res2.Removed)
 	}
-	if n, err := s.SweepBackend(context.Background()); err != nil || n != 1 {
+	if n, err := s.Sweep(context.Background()); err != nil || n != 1 {
 		t.Errorf("backend sweep removed %d (%v), want 1", n, err)
 	}
 	for _, key := range []string{"top", "layer1", "leased"} {
@@ -178,12 +180,159 @@ func TestSnapshotNamespacesLeasesGC(t *testing.T) {
 	if _, err := db.CollectGarbage(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := s.SweepBackend(context.Background()); n != 3 {
+	if n, _ := s.Sweep(context.Background()); n != 3 {
 		t.Errorf("backend sweep removed %d, want 3 (top, layer1, leased)", n)
 	}
 	var left int
 	_ = sn.Walk(context.Background(), func(context.Context, snapshots.Info) error { left++; return nil })
 	if left != 0 {
 		t.Errorf("%d backend snapshots left", left)
+	}
+}
+
+// gatedBackend holds Prepare until release is closed, then fails it with
+// fail (if set).
+type gatedBackend struct {
+	snapshots.Snapshotter
+	entered chan struct{}
+	release chan struct{}
+	fail    error
+}
+
+func (g *gatedBackend) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	close(g.entered)
+	<-g.release
+	if g.fail != nil {
+		return nil, g.fail
+	}
+	return g.Snapshotter.Prepare(ctx, key, parent, opts...)
+}
+
+// recordVisible waits until the record of key can be listed (Walk does not
+// wait for creations in flight).
+func recordVisible(t *testing.T, s *SnapshotStore, ctx context.Context, key string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		found := false
+		_ = s.Walk(ctx, func(_ context.Context, i snapshots.Info) error { found = found || i.Name == key; return nil })
+		if found {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the record of %q never appeared while its backend snapshot was held", key)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The record and the backend snapshot are written at once: a call that
+// finds the record while the backend is still at work waits for it, and a
+// backend failure takes the record away again.
+func TestSnapshotCreateInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail error
+	}{
+		{"backend succeeds", nil},
+		{"backend fails", fmt.Errorf("disk on fire: %w", errdefs.ErrUnavailable)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openDB(t)
+			sn, err := native.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := &gatedBackend{Snapshotter: sn, entered: make(chan struct{}), release: make(chan struct{}), fail: tc.fail}
+			s := NewSnapshotStore(db, "native", g)
+			ctx := namespaces.WithNamespace(context.Background(), "a")
+			prepared := make(chan error, 1)
+			go func() { _, err := s.Prepare(ctx, "k", ""); prepared <- err }()
+			<-g.entered
+			recordVisible(t, s, ctx, "k")
+			mounted := make(chan error, 1)
+			go func() { _, err := s.Mounts(ctx, "k"); mounted <- err }()
+			select {
+			case err := <-mounted:
+				t.Fatalf("Mounts returned (%v) before the backend snapshot was made", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			close(g.release)
+			perr, merr := <-prepared, <-mounted
+			_, serr := s.Stat(ctx, "k")
+			if tc.fail == nil {
+				if perr != nil || merr != nil || serr != nil {
+					t.Fatalf("prepare %v, mounts %v, stat %v: want all nil", perr, merr, serr)
+				}
+				return
+			}
+			if !errdefs.IsUnavailable(perr) {
+				t.Errorf("prepare: %v, want the backend's error", perr)
+			}
+			if !errdefs.IsNotFound(merr) || !errdefs.IsNotFound(serr) {
+				t.Errorf("after a failed creation: mounts %v, stat %v, want NotFound", merr, serr)
+			}
+		})
+	}
+}
+
+// What a crash can leave: a record whose backend snapshot was never made
+// (dropped by Sweep, unless it has children) and a backend snapshot
+// without a record (removed by Sweep).
+func TestSnapshotSweepCrashLeftovers(t *testing.T) {
+	db := openDB(t)
+	sn, err := native.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshotStore(db, "native", sn)
+	ctx := namespaces.WithNamespace(context.Background(), "a")
+	for _, k := range []string{"lost", "parent-lost"} {
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(ctx, "parent-lost-c", "parent-lost"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "child", "parent-lost-c"); err != nil {
+		t.Fatal(err)
+	}
+	// the backend loses "lost" and "parent-lost-c" (as if their creation
+	// never reached the disk) and gains one nobody recorded
+	for _, k := range []string{"lost", "parent-lost-c"} {
+		_, r, err := s.get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k == "parent-lost-c" {
+			// the backend refuses to remove a parent: drop its child there first
+			_, cr, _ := s.get(ctx, "child")
+			if err := sn.Remove(context.Background(), cr.bkey); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sn.Remove(context.Background(), r.bkey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sn.Prepare(context.Background(), "a/orphan/x", ""); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Sweep(context.Background())
+	if err != nil || n != 1 {
+		t.Errorf("sweep removed %d backend snapshots (%v), want 1 (the orphan)", n, err)
+	}
+	if _, err := s.Stat(ctx, "lost"); !errdefs.IsNotFound(err) {
+		t.Errorf("record without backend snapshot kept: %v", err)
+	}
+	// "child" lost its backend too: both go, child first, in one sweep or two
+	if _, err := s.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"child", "parent-lost-c"} {
+		if _, err := s.Stat(ctx, k); !errdefs.IsNotFound(err) {
+			t.Errorf("record %q without backend snapshot kept: %v", k, err)
+		}
 	}
 }

@@ -50,10 +50,8 @@
 //     snapshots directory run beside the commit, and the creation returns
 //     only once all three are done; so only a crash of the machine during a
 //     creation can leave a record without its directory, of a snapshot
-//     never returned. A caller must therefore keep its own durable record
-//     of what a creation returned, written after it returned, and remove
-//     what it has no record of, as the metadata store's sweep does (Remove
-//     does not need the directory). A directory already at
+//     never returned; New drops such records (unless they have children).
+//     A directory already at
 //     that id can only be an orphan of an uncommitted transaction (ids are
 //     allocated by the write transaction) and is replaced.
 //     Removal deletes the record first, then renames the directory to

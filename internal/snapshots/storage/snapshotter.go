@@ -72,7 +72,42 @@ func New(root string, driver Driver) (*Snapshotter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Snapshotter{layout: l, ms: ms, driver: driver, busy: map[string]int{}}, nil
+	s := &Snapshotter{layout: l, ms: ms, driver: driver, busy: map[string]int{}}
+	if err := s.dropLost(); err != nil {
+		ms.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// dropLost removes the records whose directory is missing. Only a crash of
+// the machine during their creation leaves such a record (see the package
+// documentation), and that creation never returned. A record with
+// children is kept and logged.
+func (s *Snapshotter) dropLost() error {
+	var lost []string
+	if err := s.ms.View(func(tx *Tx) error {
+		for id, key := range tx.IDs() {
+			if _, err := os.Lstat(s.layout.Dir(id)); errors.Is(err, os.ErrNotExist) {
+				lost = append(lost, key)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, key := range lost {
+		err := s.ms.Update(func(tx *Tx) error {
+			_, _, err := tx.Remove(key)
+			return err
+		})
+		if err != nil {
+			log.L.WithError(err).WithField("key", key).Warn("snapshot record without its directory kept")
+			continue
+		}
+		log.L.WithField("key", key).Info("dropped a snapshot record whose directory was lost")
+	}
+	return nil
 }
 
 // Layout returns the paths of the snapshotter.

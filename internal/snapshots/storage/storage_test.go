@@ -451,3 +451,41 @@ func TestSnapshotsDirSpreadsSubdirs(t *testing.T) {
 		t.Errorf("flags of %s = %#x, want FS_TOPDIR_FL (%#x) set", s.Layout().Snapshots(), flags, fsTopdirFlag)
 	}
 }
+
+// A record whose directory a machine crash lost (its creation never
+// returned) is dropped when the snapshotter is opened again.
+func TestNewDropsRecordsWithoutDirectory(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	open := func() *Snapshotter {
+		d := &blockingDriver{layout: Layout(root)}
+		d.pass.Store(true)
+		s, err := New(root, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	for _, k := range []string{"lost", "kept"} {
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := s.Mounts(ctx, "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Dir(ms[0].Source)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open()
+	defer s.Close()
+	if _, err := s.Stat(ctx, "lost"); !errdefs.IsNotFound(err) {
+		t.Errorf("record of a lost directory: %v, want NotFound", err)
+	}
+	if _, err := s.Stat(ctx, "kept"); err != nil {
+		t.Errorf("record with its directory: %v", err)
+	}
+}
