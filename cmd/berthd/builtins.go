@@ -105,7 +105,7 @@ func builtins() []*plugin.Registration {
 				for name, sn := range plugin.All[snapshots.Snapshotter](ic.Plugins(), plugin.SnapshotPlugin) {
 					st := metadata.NewSnapshotStore(db, name, sn)
 					// what a crash left of creations and removals
-					if _, err := st.Sweep(ic.Context); err != nil {
+					if _, err := st.Recover(ic.Context); err != nil {
 						log.G(ic.Context).WithError(err).WithField("snapshotter", name).Warn("sweep snapshots")
 					}
 					stores[name] = st

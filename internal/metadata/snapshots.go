@@ -41,21 +41,23 @@ var (
 // data under namespaced keys. It implements snapshots.Snapshotter.
 //
 // Invariants: a record names a backend snapshot that exists, except while
-// the two are being made together (create): the record and the backend
-// snapshot are written at once, each durable with its own sync, and calls
-// that reach the backend through a record wait for a creation still in
-// flight (its backend key is in pending); if either write fails the other
-// is undone. A crash can leave either one alone, and Sweep removes both
-// kinds of leftovers (it runs at start-up and after garbage collection).
-// Commit changes the backend first and then the record; a removal drops the
-// record first and leaves any backend leftover to Sweep. With a lease in
-// the context, snapshots made are added to it.
+// one of the two is being changed: a creation writes the record and the
+// backend snapshot at once, each durable with its own sync, and calls that
+// reach the backend through a record (get, Remove) wait for a creation
+// still in flight (its backend key is in pending); if either write fails
+// the other is undone. Commit changes the backend first and then the
+// record; a removal drops the record first and leaves any backend leftover
+// to Sweep. A crash can leave a backend snapshot without a record (Sweep
+// removes it) or, during a creation, a record without its backend snapshot
+// (Recover, at start-up, drops it). With a lease in the context, snapshots
+// made are added to it.
 type SnapshotStore struct {
 	db      *DB
 	name    string
 	backend snapshots.Snapshotter
-	// mu is held shared while a backend snapshot and its record may
-	// disagree (create, commit) and exclusively by Sweep.
+	// mu is held shared by creations and commits, during which a backend
+	// snapshot may exist without its record, and exclusively by Sweep and
+	// Recover, which remove what has no counterpart.
 	mu sync.RWMutex
 
 	pendingMu sync.Mutex
@@ -100,7 +102,12 @@ func readSnapRecord(b *bolt.Bucket) snapRecord {
 		updated: getTime(b, keyUpdatedAt),
 	}
 	if cb := b.Bucket(bucketChildren); cb != nil {
-		r.children = cb.Stats().KeyN
+		// counted with a cursor: Stats misses changes of the current
+		// write transaction
+		c := cb.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			r.children++
+		}
 	}
 	return r
 }
@@ -137,23 +144,31 @@ func (s *SnapshotStore) get(ctx context.Context, key string) (string, snapRecord
 		})
 	}
 	err = read()
-	if err == nil && s.waitCreated(r.bkey) {
-		err = read() // the creation may have failed and dropped it
+	for err == nil {
+		waited, werr := s.waitCreated(ctx, r.bkey)
+		if werr != nil || !waited {
+			return ns, r, werr
+		}
+		err = read() // the creation may have failed, and the key be taken again
 	}
 	return ns, r, err
 }
 
 // waitCreated waits for the creation of backend key bkey if one is in
 // flight, and says whether it waited.
-func (s *SnapshotStore) waitCreated(bkey string) bool {
+func (s *SnapshotStore) waitCreated(ctx context.Context, bkey string) (bool, error) {
 	s.pendingMu.Lock()
 	c := s.pending[bkey]
 	s.pendingMu.Unlock()
 	if c == nil {
-		return false
+		return false, nil
 	}
-	<-c
-	return true
+	select {
+	case <-c:
+		return true, nil
+	case <-ctx.Done():
+		return true, ctx.Err()
+	}
 }
 
 // Stat returns the info of a snapshot.
@@ -338,7 +353,7 @@ func (s *SnapshotStore) create(ctx context.Context, kind snapshots.Kind, key, pa
 		}
 		return nil, err
 	case berr != nil:
-		if derr := s.dropRecord(context.WithoutCancel(ctx), ns, key, bkey); derr != nil {
+		if derr := s.dropRecord(context.WithoutCancel(ctx), ns, key, bkey, true); derr != nil {
 			log.G(ctx).WithError(derr).WithField("key", key).Warn("undo snapshot record")
 		}
 		return nil, berr
@@ -433,7 +448,7 @@ func (s *SnapshotStore) Commit(ctx context.Context, name, key string, opts ...sn
 	if err != nil {
 		// the active snapshot is gone in the backend: drop its record too
 		_ = s.backend.Remove(context.WithoutCancel(ctx), bname)
-		_ = s.dropRecord(context.WithoutCancel(ctx), ns, key, r.bkey)
+		_ = s.dropRecord(context.WithoutCancel(ctx), ns, key, r.bkey, false)
 	}
 	return err
 }
@@ -467,7 +482,8 @@ func (s *SnapshotStore) Remove(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	s.waitCreated(bkey)
+	// the record is gone: a creation still in flight only has to finish
+	_, _ = s.waitCreated(context.WithoutCancel(ctx), bkey)
 	if err := s.backend.Remove(ctx, bkey); err != nil && !errdefs.IsNotFound(err) {
 		log.G(ctx).WithError(err).WithField("key", bkey).Warn("backend snapshot left for cleanup")
 	}
@@ -487,8 +503,9 @@ func removeSnapRecord(sb *bolt.Bucket, key, parent string) error {
 	return sb.DeleteBucket([]byte(key))
 }
 
-// dropRecord removes the record of key if it still names backend key bkey.
-func (s *SnapshotStore) dropRecord(ctx context.Context, ns, key, bkey string) error {
+// dropRecord removes the record of key if it still names backend key
+// bkey, and with unlease, the key from the context's lease.
+func (s *SnapshotStore) dropRecord(ctx context.Context, ns, key, bkey string, unlease bool) error {
 	return s.db.Update(ctx, func(tx *bolt.Tx) error {
 		sb := s.bucket(tx, ns)
 		if sb == nil || sb.Bucket([]byte(key)) == nil {
@@ -497,6 +514,11 @@ func (s *SnapshotStore) dropRecord(ctx context.Context, ns, key, bkey string) er
 		r := readSnapRecord(sb.Bucket([]byte(key)))
 		if r.bkey != bkey {
 			return nil
+		}
+		if unlease {
+			if err := removeFromLease(ctx, tx, ns, []byte(key), bucketSnapshots, []byte(s.name)); err != nil {
+				return err
+			}
 		}
 		return removeSnapRecord(sb, key, r.parent)
 	})
@@ -547,28 +569,93 @@ func (s *SnapshotStore) Cleanup(ctx context.Context) error {
 	return s.backend.Cleanup(ctx)
 }
 
-// Sweep removes what a crash can leave of a creation, a commit or a
-// removal: records whose backend snapshot is gone (unless they have
-// children, which it logs), then backend snapshots whose key no namespace
-// records (children before parents). It returns how many backend
-// snapshots it removed.
+// maxLostRecords bounds what Recover drops: a crash leaves at most the
+// records of the creations then in flight. More than that, or a backend
+// with no snapshot at all, points at a backend that is not the one the
+// records were written with (a volume not mounted, a database replaced),
+// and the records are kept.
+const maxLostRecords = 256
+
+// Recover, run once at start-up before any call, drops the records whose
+// backend snapshot is gone (what a crash in the middle of a creation
+// leaves; children first), then runs Sweep. It returns how many records
+// it dropped.
+func (s *SnapshotStore) Recover(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	inBackend := map[string]bool{}
+	err := s.backend.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		inBackend[info.Name] = true
+		return nil
+	})
+	type record struct{ ns, key string }
+	var lost []record
+	if err == nil {
+		err = s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketV1).ForEachBucket(func(ns []byte) error {
+				sb := s.bucket(tx, string(ns))
+				if sb == nil {
+					return nil
+				}
+				return sb.ForEachBucket(func(k []byte) error {
+					if !inBackend[string(sb.Bucket(k).Get(keyName))] {
+						lost = append(lost, record{string(ns), string(k)})
+					}
+					return nil
+				})
+			})
+		})
+	}
+	dropped := 0
+	switch {
+	case err != nil || len(lost) == 0:
+	case len(inBackend) == 0 || len(lost) > maxLostRecords:
+		log.G(ctx).WithField("snapshotter", s.name).WithField("records", len(lost)).
+			Warn("snapshot records without their backend snapshots kept: the snapshotter's root looks replaced or missing")
+	default:
+		err = s.db.Update(ctx, func(tx *bolt.Tx) error {
+			dropped = 0
+			// leaves first, until a pass drops nothing
+			for left := lost; ; {
+				var next []record
+				for _, r := range left {
+					sb := s.bucket(tx, r.ns)
+					if sb == nil || sb.Bucket([]byte(r.key)) == nil {
+						continue
+					}
+					rec := readSnapRecord(sb.Bucket([]byte(r.key)))
+					if rec.children > 0 {
+						next = append(next, r)
+						continue
+					}
+					if err := removeSnapRecord(sb, r.key, rec.parent); err != nil {
+						return err
+					}
+					dropped++
+				}
+				if len(next) == len(left) || len(next) == 0 {
+					return nil
+				}
+				left = next
+			}
+		})
+		if err == nil {
+			log.G(ctx).WithField("snapshotter", s.name).WithField("dropped", dropped).WithField("kept", len(lost)-dropped).
+				Info("snapshot records whose backend snapshot a crash lost (kept: those with children)")
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return dropped, err
+	}
+	_, err = s.Sweep(ctx)
+	return dropped, err
+}
+
+// Sweep removes backend snapshots whose key no namespace records
+// (children before parents) and returns how many it removed.
 func (s *SnapshotStore) Sweep(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	type node struct {
-		key, parent string
-	}
-	var all []node
-	inBackend := map[string]bool{}
-	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		all = append(all, node{info.Name, info.Parent})
-		inBackend[info.Name] = true
-		return nil
-	}); err != nil {
-		return 0, err
-	}
-	type record struct{ ns, key, bkey string }
-	var gone []record
 	live := map[string]bool{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketV1).ForEachBucket(func(ns []byte) error {
@@ -577,15 +664,7 @@ func (s *SnapshotStore) Sweep(ctx context.Context) (int, error) {
 				return nil
 			}
 			return sb.ForEachBucket(func(k []byte) error {
-				r := readSnapRecord(sb.Bucket(k))
-				live[r.bkey] = true
-				switch {
-				case inBackend[r.bkey]:
-				case r.children > 0:
-					log.G(ctx).WithField("key", string(k)).WithField("namespace", string(ns)).Warn("snapshot record without its backend snapshot kept: it has children")
-				default:
-					gone = append(gone, record{string(ns), string(k), r.bkey})
-				}
+				live[string(sb.Bucket(k).Get(keyName))] = true
 				return nil
 			})
 		})
@@ -593,11 +672,15 @@ func (s *SnapshotStore) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, r := range gone {
-		log.G(ctx).WithField("key", r.key).WithField("namespace", r.ns).Info("dropping a snapshot record whose backend snapshot is gone")
-		if err := s.dropRecord(ctx, r.ns, r.key, r.bkey); err != nil {
-			return 0, err
-		}
+	type node struct {
+		key, parent string
+	}
+	var all []node
+	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		all = append(all, node{info.Name, info.Parent})
+		return nil
+	}); err != nil {
+		return 0, err
 	}
 	// remove children before parents: repeat passes over what is left
 	removed := 0

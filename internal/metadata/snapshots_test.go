@@ -276,10 +276,10 @@ func TestSnapshotCreateInFlight(t *testing.T) {
 	}
 }
 
-// What a crash can leave: a record whose backend snapshot was never made
-// (dropped by Sweep, unless it has children) and a backend snapshot
-// without a record (removed by Sweep).
-func TestSnapshotSweepCrashLeftovers(t *testing.T) {
+// What a crash can leave: records whose backend snapshot was never made
+// (dropped by Recover, children first) and a backend snapshot without a
+// record (removed by the Sweep that Recover runs).
+func TestSnapshotRecoverCrashLeftovers(t *testing.T) {
 	db := openDB(t)
 	sn, err := native.New(t.TempDir())
 	if err != nil {
@@ -287,7 +287,7 @@ func TestSnapshotSweepCrashLeftovers(t *testing.T) {
 	}
 	s := NewSnapshotStore(db, "native", sn)
 	ctx := namespaces.WithNamespace(context.Background(), "a")
-	for _, k := range []string{"lost", "parent-lost"} {
+	for _, k := range []string{"lost", "parent-lost", "kept"} {
 		if _, err := s.Prepare(ctx, k, ""); err != nil {
 			t.Fatal(err)
 		}
@@ -298,19 +298,12 @@ func TestSnapshotSweepCrashLeftovers(t *testing.T) {
 	if _, err := s.Prepare(ctx, "child", "parent-lost-c"); err != nil {
 		t.Fatal(err)
 	}
-	// the backend loses "lost" and "parent-lost-c" (as if their creation
-	// never reached the disk) and gains one nobody recorded
-	for _, k := range []string{"lost", "parent-lost-c"} {
+	// the backend loses "lost", "child" and "parent-lost-c" (as if their
+	// creation never reached the disk) and gains one nobody recorded
+	for _, k := range []string{"lost", "child", "parent-lost-c"} {
 		_, r, err := s.get(ctx, k)
 		if err != nil {
 			t.Fatal(err)
-		}
-		if k == "parent-lost-c" {
-			// the backend refuses to remove a parent: drop its child there first
-			_, cr, _ := s.get(ctx, "child")
-			if err := sn.Remove(context.Background(), cr.bkey); err != nil {
-				t.Fatal(err)
-			}
 		}
 		if err := sn.Remove(context.Background(), r.bkey); err != nil {
 			t.Fatal(err)
@@ -319,20 +312,101 @@ func TestSnapshotSweepCrashLeftovers(t *testing.T) {
 	if _, err := sn.Prepare(context.Background(), "a/orphan/x", ""); err != nil {
 		t.Fatal(err)
 	}
-	n, err := s.Sweep(context.Background())
-	if err != nil || n != 1 {
-		t.Errorf("sweep removed %d backend snapshots (%v), want 1 (the orphan)", n, err)
+	n, err := s.Recover(context.Background())
+	if err != nil || n != 3 {
+		t.Errorf("recover dropped %d records (%v), want 3", n, err)
 	}
-	if _, err := s.Stat(ctx, "lost"); !errdefs.IsNotFound(err) {
-		t.Errorf("record without backend snapshot kept: %v", err)
-	}
-	// "child" lost its backend too: both go, child first, in one sweep or two
-	if _, err := s.Sweep(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"child", "parent-lost-c"} {
+	for _, k := range []string{"lost", "child", "parent-lost-c"} {
 		if _, err := s.Stat(ctx, k); !errdefs.IsNotFound(err) {
 			t.Errorf("record %q without backend snapshot kept: %v", k, err)
+		}
+	}
+	if _, err := s.Mounts(ctx, "kept"); err != nil {
+		t.Errorf("intact snapshot: %v", err)
+	}
+	var left []string
+	_ = sn.Walk(context.Background(), func(_ context.Context, i snapshots.Info) error { left = append(left, i.Name); return nil })
+	if len(left) != 1 {
+		t.Errorf("backend snapshots left %v, want only kept's", left)
+	}
+}
+
+// A backend with no snapshot at all, under records, is more likely a root
+// that was not mounted than a crash: Recover keeps the records.
+func TestSnapshotRecoverKeepsRecordsOfAnEmptyBackend(t *testing.T) {
+	db := openDB(t)
+	sn, err := native.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshotStore(db, "native", sn)
+	ctx := namespaces.WithNamespace(context.Background(), "a")
+	if _, err := s.Prepare(ctx, "k", ""); err != nil {
+		t.Fatal(err)
+	}
+	empty, err := native.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2 := NewSnapshotStore(db, "native", empty)
+	if n, err := s2.Recover(context.Background()); err != nil || n != 0 {
+		t.Errorf("recover over an empty backend dropped %d records (%v), want none", n, err)
+	}
+	if _, err := s.Stat(ctx, "k"); err != nil {
+		t.Errorf("record dropped: %v", err)
+	}
+}
+
+// A Remove of a key whose creation is still in flight waits for the
+// backend snapshot and removes it too; a failed creation takes its lease
+// reference back.
+func TestSnapshotRemoveAndLeaseDuringCreate(t *testing.T) {
+	db := openDB(t)
+	sn, err := native.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := namespaces.WithNamespace(context.Background(), "a")
+	if _, err := db.Leases().Create(ctx, Lease{ID: "l"}); err != nil {
+		t.Fatal(err)
+	}
+	lctx := leases.WithLease(ctx, "l")
+
+	g := &gatedBackend{Snapshotter: sn, entered: make(chan struct{}), release: make(chan struct{})}
+	s := NewSnapshotStore(db, "native", g)
+	prepared := make(chan error, 1)
+	go func() { _, err := s.Prepare(lctx, "k", ""); prepared <- err }()
+	<-g.entered
+	recordVisible(t, s, ctx, "k")
+	removed := make(chan error, 1)
+	go func() { removed <- s.Remove(ctx, "k") }()
+	time.Sleep(20 * time.Millisecond)
+	close(g.release)
+	if err := <-prepared; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-removed; err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	_ = sn.Walk(context.Background(), func(context.Context, snapshots.Info) error { n++; return nil })
+	if n != 0 {
+		t.Errorf("%d backend snapshots left after Remove during the creation", n)
+	}
+
+	g = &gatedBackend{Snapshotter: sn, entered: make(chan struct{}), release: make(chan struct{}), fail: errdefs.ErrUnavailable}
+	close(g.release)
+	s = NewSnapshotStore(db, "native", g)
+	if _, err := s.Prepare(lctx, "k2", ""); !errdefs.IsUnavailable(err) {
+		t.Fatalf("prepare: %v, want the backend's error", err)
+	}
+	res, err := db.Leases().ListResources(ctx, "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.ID == "k2" {
+			t.Errorf("lease still holds %q after its creation failed: %v", r.ID, res)
 		}
 	}
 }

@@ -40,9 +40,11 @@
 //
 // # Invariants
 //
-//   - a record and its directory change together, and a crash at any
-//     point leaves at most directories without records (orphans), which
-//     Cleanup removes:
+//   - a record and its directory change together; a crash of the process
+//     at any point leaves at most directories without records (orphans),
+//     which Cleanup removes, and a crash of the machine may also leave the
+//     record of a creation that never returned without its directory,
+//     which New drops:
 //     creation fills a new-* directory first, then, in one write
 //     transaction, records the snapshot and renames the directory to its
 //     id before the transaction commits; if the commit fails the directory

@@ -285,7 +285,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	// a sync's latency. So a crash of the machine (not of this process:
 	// the page cache survives that) in the middle of a creation can leave
 	// a record whose directory was lost; that snapshot was never returned,
-	// the metadata store has no record of it, and its sweep removes it.
+	// and New drops the record when the root is opened again.
 	if err := errors.Join(tmpSynced(), dirSynced()); err != nil {
 		if rerr := s.Remove(context.WithoutCancel(ctx), key); rerr != nil {
 			log.G(ctx).WithError(rerr).WithField("key", key).Warn("remove snapshot whose directory could not be synced")
