@@ -46,5 +46,7 @@ clean:
 BENCH_FLAGS ?=
 bench:
 	@command -v containerd >/dev/null || { apt-get update && apt-get install -y containerd; }
+	@# containerd inflates layers with unpigz when it is installed, as berthd does with igzip
+	@command -v unpigz >/dev/null || { apt-get update && apt-get install -y pigz; }
 	$(GO) build -o bin/berth-bench ./bench
 	./bin/berth-bench $(BENCH_FLAGS)

@@ -2,9 +2,10 @@
 # Installs, with apt-get, what berth's build, demo and tests need on a fresh
 # Debian 12 machine: Debian's containerd (for `ctr`, our compatibility judge,
 # and containerd itself for `make bench`), runc, busybox-static (test images
-# are built from it), tmux (terminal tests). Quick when all is present.
+# are built from it), tmux (terminal tests), isal (igzip, which berthd uses
+# to inflate large gzip layers). Quick when all is present.
 set -euo pipefail
-packages=(containerd runc busybox-static tmux)
+packages=(containerd runc busybox-static tmux isal)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

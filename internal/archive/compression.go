@@ -3,12 +3,18 @@ package archive
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 )
 
 // Compression is the compression of a layer stream, detected by its magic.
@@ -66,6 +72,10 @@ const readBufferSize = 256 << 10
 // none by the magic bytes at its start. xz and bzip2 are recognised and
 // refused with errdefs.ErrNotImplemented, as containerd does without
 // external helpers. Closing the result releases the decompressor, never r.
+//
+// A gzip stream of at least IgzipMinSize (when r tells its size, as an
+// io.SectionReader does) is inflated by ISA-L's igzip when it is
+// installed: see igzip.
 func Decompress(r io.Reader) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(r, readBufferSize)
 	magic, err := br.Peek(10)
@@ -74,6 +84,11 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 	}
 	switch DetectCompression(magic) {
 	case Gzip:
+		if sz, ok := r.(interface{ Size() int64 }); ok && sz.Size() >= IgzipMinSize {
+			if path := igzipPath(); path != "" {
+				return startIgzip(path, br)
+			}
+		}
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("gzip layer: %w", err)
@@ -93,4 +108,99 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("bzip2 compressed layer: %w", errdefs.ErrNotImplemented)
 	}
 	return io.NopCloser(br), nil
+}
+
+// IgzipMinSize is the compressed size from which a gzip layer goes to
+// igzip: below it, starting a process costs more than it saves.
+const IgzipMinSize = 1 << 20
+
+// igzipPath is igzip's path, or "" when it is not installed or
+// BERTH_DISABLE_IGZIP is set. containerd pipes layers through unpigz in
+// the same way; here ISA-L's inflater (Debian package isal) decompresses
+// the benchmark's 88 MB layer in 0.22 s, the Go inflater in about 0.7 s
+// and unpigz in 0.8 s.
+var igzipPath = sync.OnceValue(func() string {
+	if os.Getenv("BERTH_DISABLE_IGZIP") != "" {
+		return ""
+	}
+	p, err := exec.LookPath("igzip")
+	if err != nil {
+		return ""
+	}
+	return p
+})
+
+// igzip reads the output of `igzip -d -c` fed with a gzip stream. The
+// helper runs with an empty environment and, when berth runs as root, as
+// nobody without supplementary groups: it only reads and writes its pipes,
+// and a flaw in a C inflater fed untrusted layers reaches nothing. It ends
+// when its pipes close. A stream it rejects (truncated, a bad checksum) is
+// an error at the end of its output, with what it said; data after the
+// last gzip member is ignored, as unpigz does.
+type igzip struct {
+	cmd    *exec.Cmd
+	out    io.ReadCloser
+	stderr bytes.Buffer
+	wait   func() error
+}
+
+func startIgzip(path string, in io.Reader) (io.ReadCloser, error) {
+	cmd := exec.Command(path, "-d", "-c", "-q")
+	cmd.Env, cmd.Dir, cmd.Stdin = []string{}, "/", in
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	z := &igzip{cmd: cmd}
+	cmd.Stderr = &limitedWriter{w: &z.stderr, n: 4 << 10}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if f, ok := out.(*os.File); ok {
+		// fewer, larger hand-overs between igzip and the reader
+		if rc, err := f.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20) })
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start igzip: %w", err)
+	}
+	z.out = out
+	z.wait = sync.OnceValue(cmd.Wait)
+	return z, nil
+}
+
+func (z *igzip) Read(p []byte) (int, error) {
+	n, err := z.out.Read(p)
+	if err == io.EOF {
+		if werr := z.wait(); werr != nil {
+			return n, fmt.Errorf("gzip layer: igzip: %w: %s", werr, bytes.TrimSpace(z.stderr.Bytes()))
+		}
+	}
+	return n, err
+}
+
+// Close stops igzip if it still runs and waits for it.
+func (z *igzip) Close() error {
+	_ = z.cmd.Process.Kill() // an error only says it already exited
+	err := z.wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return nil // killed here, or its failure was returned by Read
+	}
+	return err
+}
+
+// limitedWriter keeps the first n bytes written to it.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if k := min(len(p), l.n); k > 0 {
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
 }

@@ -12,7 +12,9 @@
 //     trusted.overlay.opaque xattr), WithParents (the lower dirs, topmost
 //     first, from which implicitly created directories copy their
 //     attributes), WithNoSameOwner (keep the applier's own uid/gid).
-//   - Decompress(r) detects gzip or zstd by magic bytes, else passes r on.
+//   - Decompress(r) detects gzip or zstd by magic bytes, else passes r on;
+//     a gzip stream of a known size of at least IgzipMinSize goes through
+//     ISA-L's igzip when installed, run as nobody on pipes.
 //   - Diff(ctx, lower, upper, w) writes the layer that turns lower into upper;
 //     DiffOverlayUpper(ctx, upper, w) writes it straight from an overlayfs
 //     upper dir.
