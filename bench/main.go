@@ -92,7 +92,17 @@ func main() {
 	flag.IntVar(&o.BlobMiB, "blob-mib", 256, "size of the blob written through Content.Write, in MiB")
 	flag.BoolVar(&o.Quick, "quick", false, "fewer and shorter cells (2 reps, 500 ops, 1s, 10 runs, 20 containers, a 128 MiB blob): about 2 minutes instead of 5, noisier")
 	flag.StringVar(&o.JSON, "json", "", "also write the raw numbers to this file")
+	writeTo := flag.String("write-images", "", "only write the benchmark's image archives (busybox.tar, big.tar) into this directory, for profiling by hand, and exit")
 	flag.Parse()
+	if *writeTo != "" {
+		if _, err := writeBusybox(*writeTo); err != nil {
+			fatalf("%v", err)
+		}
+		if _, err := writeBigImage(context.Background(), *writeTo); err != nil {
+			fatalf("%v", err)
+		}
+		return
+	}
 	if o.Quick { // sets only what was not given explicitly
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
