@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
@@ -171,11 +173,68 @@ func openShimLog(ctx context.Context, b *bundle) (io.Closer, error) {
 	if err != nil {
 		return nil, err
 	}
+	rc, err := f.(syscall.Conn).SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	l := log.G(ctx).WithField("namespace", b.ns).WithField("id", b.id).WithField("source", "shim")
-	go func() {
-		w := l.WriterLevel(log.DebugLevel)
-		defer w.Close()
-		_, _ = io.Copy(w, f)
-	}()
+	go relayShimLog(rc, func(line []byte) {
+		if l.Logger.IsLevelEnabled(log.DebugLevel) {
+			l.Debug(string(line))
+		}
+	})
 	return f, nil
+}
+
+// shimLogBufs lend the buffer of one read of a shim's log fifo.
+var shimLogBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// maxShimLogLine is where a line without its end is passed on anyway.
+const maxShimLogLine = 16 << 10
+
+// relayShimLog hands each line written to a shim's log fifo to emit, until
+// the fifo is closed. It waits for the fifo to be readable before it takes
+// a buffer, so that the many idle shims of a busy host hold none: a copy
+// goroutine per shim with its own buffers held 128 KiB each.
+func relayShimLog(rc syscall.RawConn, emit func(line []byte)) {
+	var partial []byte // the start of a line still being written; usually nil
+	for {
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			bp := shimLogBufs.Get().(*[]byte)
+			defer shimLogBufs.Put(bp)
+			n, rerr = unix.Read(int(fd), *bp)
+			if rerr == unix.EAGAIN {
+				return false
+			}
+			data := (*bp)[:max(n, 0)]
+			for len(data) > 0 {
+				i := bytes.IndexByte(data, '\n')
+				if i < 0 {
+					partial = append(partial, data...)
+					if len(partial) >= maxShimLogLine {
+						emit(partial)
+						partial = nil
+					}
+					break
+				}
+				if len(partial) > 0 {
+					emit(append(partial, data[:i]...))
+					partial = nil
+				} else {
+					emit(data[:i])
+				}
+				data = data[i+1:]
+			}
+			return true
+		})
+		if err != nil || rerr != nil || n == 0 {
+			if len(partial) > 0 {
+				emit(partial)
+			}
+			return
+		}
+	}
 }
