@@ -190,6 +190,17 @@ func TestSnapshotNamespacesLeasesGC(t *testing.T) {
 	}
 }
 
+// nativeBackend opens a metadata database and a native snapshotter, each
+// in a temporary directory.
+func nativeBackend(t *testing.T) (*DB, snapshots.Snapshotter) {
+	t.Helper()
+	sn, err := native.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openDB(t), sn
+}
+
 // gatedBackend holds Prepare until release is closed, then fails it with
 // fail (if set).
 type gatedBackend struct {
@@ -238,11 +249,7 @@ func TestSnapshotCreateInFlight(t *testing.T) {
 		{"backend fails", fmt.Errorf("disk on fire: %w", errdefs.ErrUnavailable)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db := openDB(t)
-			sn, err := native.New(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
+			db, sn := nativeBackend(t)
 			g := &gatedBackend{Snapshotter: sn, entered: make(chan struct{}), release: make(chan struct{}), fail: tc.fail}
 			s := NewSnapshotStore(db, "native", g)
 			ctx := namespaces.WithNamespace(context.Background(), "a")
@@ -280,11 +287,7 @@ func TestSnapshotCreateInFlight(t *testing.T) {
 // (dropped by Recover, children first) and a backend snapshot without a
 // record (removed by the Sweep that Recover runs).
 func TestSnapshotRecoverCrashLeftovers(t *testing.T) {
-	db := openDB(t)
-	sn, err := native.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, sn := nativeBackend(t)
 	s := NewSnapshotStore(db, "native", sn)
 	ctx := namespaces.WithNamespace(context.Background(), "a")
 	for _, k := range []string{"lost", "parent-lost", "kept"} {
@@ -334,11 +337,7 @@ func TestSnapshotRecoverCrashLeftovers(t *testing.T) {
 // A backend with no snapshot at all, under records, is more likely a root
 // that was not mounted than a crash: Recover keeps the records.
 func TestSnapshotRecoverKeepsRecordsOfAnEmptyBackend(t *testing.T) {
-	db := openDB(t)
-	sn, err := native.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, sn := nativeBackend(t)
 	s := NewSnapshotStore(db, "native", sn)
 	ctx := namespaces.WithNamespace(context.Background(), "a")
 	if _, err := s.Prepare(ctx, "k", ""); err != nil {
@@ -361,11 +360,7 @@ func TestSnapshotRecoverKeepsRecordsOfAnEmptyBackend(t *testing.T) {
 // backend snapshot and removes it too; a failed creation takes its lease
 // reference back.
 func TestSnapshotRemoveAndLeaseDuringCreate(t *testing.T) {
-	db := openDB(t)
-	sn, err := native.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, sn := nativeBackend(t)
 	ctx := namespaces.WithNamespace(context.Background(), "a")
 	if _, err := db.Leases().Create(ctx, Lease{ID: "l"}); err != nil {
 		t.Fatal(err)
