@@ -13,15 +13,12 @@ import (
 	"github.com/klauspost/compress/gzip"
 )
 
-// requireIgzip: scripts/setup.sh installs igzip (package isal); in CI its
-// absence fails the test instead of skipping it.
+// requireIgzip: scripts/setup.sh installs igzip (package isal), which the
+// README's test command runs first.
 func requireIgzip(t *testing.T) {
 	t.Helper()
 	if igzipPath() == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("igzip is not installed (Debian package isal; scripts/setup.sh installs it)")
-		}
-		t.Skip("igzip is not installed (Debian package isal)")
+		t.Fatal("igzip 2.30 or later is not installed (Debian package isal; scripts/setup.sh installs it)")
 	}
 }
 
@@ -139,5 +136,89 @@ func TestDecompressIgzipCloseAndCredentials(t *testing.T) {
 	}
 	if z.cmd.ProcessState == nil {
 		t.Error("igzip was not reaped by Close")
+	}
+}
+
+// Both inflaters read gzip members one after another and stop at the
+// first member followed by something else; a stream cut short is an error
+// in both, also through Apply's read-ahead.
+func TestGzipMembersAndTrailingDataAlike(t *testing.T) {
+	requireIgzip(t)
+	rng := rand.New(rand.NewSource(3))
+	big := make([]byte, 2<<20)
+	rng.Read(big)
+	for _, size := range []int{1000, len(big)} { // in process, then igzip
+		raw := big[:size]
+		one := gzipped(t, raw)
+		for _, tc := range []struct {
+			name string
+			in   []byte
+			want []byte // nil: an error
+		}{
+			{"two members", append(gzipped(t, raw[:size/2]), gzipped(t, raw[size/2:])...), raw},
+			{"trailing zeros", append(bytes.Clone(one), make([]byte, 1024)...), raw},
+			{"trailing text", append(bytes.Clone(one), "not gzip"...), raw},
+			{"trailer cut", one[:len(one)-8], nil},
+			{"half a second header", append(bytes.Clone(one), one[:5]...), nil},
+		} {
+			t.Run(fmt.Sprintf("%d/%s", size, tc.name), func(t *testing.T) {
+				rc, err := Decompress(io.NewSectionReader(bytes.NewReader(tc.in), 0, int64(len(tc.in))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rc.Close()
+				if _, isIgzip := rc.(*igzip); isIgzip != (len(tc.in) >= IgzipMinSize) {
+					t.Fatalf("decompressor %T for %d bytes", rc, len(tc.in))
+				}
+				ra := newReadahead(rc)
+				defer ra.Close()
+				got, err := io.ReadAll(ra)
+				switch {
+				case tc.want == nil && err == nil:
+					t.Fatalf("read %d bytes and no error, want an error", len(got))
+				case tc.want != nil && err != nil:
+					t.Fatal(err)
+				case tc.want != nil && !bytes.Equal(got, tc.want):
+					t.Fatalf("got %d bytes, want the %d raw bytes", len(got), len(tc.want))
+				}
+			})
+		}
+	}
+}
+
+// When igzip cannot be started, gzip layers are inflated in process.
+func TestDecompressFallsBackWhenIgzipFails(t *testing.T) {
+	old := igzipPath
+	igzipPath = func() string { return "/nonexistent/igzip" }
+	defer func() { igzipPath = old }()
+	raw := make([]byte, 2<<20)
+	rand.New(rand.NewSource(4)).Read(raw)
+	in := gzipped(t, raw)
+	rc, err := Decompress(io.NewSectionReader(bytes.NewReader(in), 0, int64(len(in))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, ok := rc.(*gunzip); !ok {
+		t.Fatalf("decompressor %T, want the in-process one", rc)
+	}
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+}
+
+func TestIgzipVersionOK(t *testing.T) {
+	for out, want := range map[string]bool{
+		"igzip command line interface 2.30.0\n": true,
+		"igzip command line interface 2.31.1":   true,
+		"igzip command line interface 3.0.0":    true,
+		"igzip command line interface 2.29.0":   false,
+		"igzip command line interface 2.3.0":    false,
+		"":                                      false,
+		"igzip command line interface":          false,
+	} {
+		if got := igzipVersionOK(out); got != want {
+			t.Errorf("igzipVersionOK(%q) = %v, want %v", out, got, want)
+		}
 	}
 }

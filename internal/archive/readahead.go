@@ -63,7 +63,7 @@ func (ra *readahead) produce(src io.ReadCloser) {
 		case <-ra.done:
 			return
 		}
-		n, err := io.ReadFull(src, *buf)
+		n, err := fill(src, *buf)
 		if n > 0 {
 			ra.h.Write((*buf)[:n])
 			ra.size += int64(n)
@@ -74,7 +74,7 @@ func (ra *readahead) produce(src io.ReadCloser) {
 			}
 		}
 		if err != nil {
-			if err != io.EOF && err != io.ErrUnexpectedEOF {
+			if err != io.EOF {
 				ra.err = err
 			}
 			close(ra.full)
@@ -145,4 +145,20 @@ func (ra *readahead) Close() {
 func (ra *readahead) Digest() (digest.Digest, int64) {
 	<-ra.exit
 	return digest.NewDigestFromBytes(digest.SHA256, ra.h.Sum(nil)), ra.size
+}
+
+// fill reads into b until it is full or src fails. Unlike io.ReadFull it
+// returns src's error as it is: io.EOF only at the stream's clean end, so
+// that a decompressor's io.ErrUnexpectedEOF (a truncated layer) stays an
+// error.
+func fill(src io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := src.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }

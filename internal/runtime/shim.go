@@ -179,9 +179,9 @@ func openShimLog(ctx context.Context, b *bundle) (io.Closer, error) {
 		return nil, err
 	}
 	l := log.G(ctx).WithField("namespace", b.ns).WithField("id", b.id).WithField("source", "shim")
-	go relayShimLog(rc, func(line []byte) {
+	go relayShimLog(rc, func(line string) {
 		if l.Logger.IsLevelEnabled(log.DebugLevel) {
-			l.Debug(string(line))
+			l.Debug(line)
 		}
 	})
 	return f, nil
@@ -195,17 +195,27 @@ const maxShimLogLine = 16 << 10
 
 // relayShimLog hands each line written to a shim's log fifo to emit, until
 // the fifo is closed. It waits for the fifo to be readable before it takes
-// a buffer, so that the many idle shims of a busy host hold none: a copy
-// goroutine per shim with its own buffers held 128 KiB each.
-func relayShimLog(rc syscall.RawConn, emit func(line []byte)) {
+// a buffer, so that the many idle shims of a busy host hold none (a copy
+// goroutine per shim with its own buffers held 128 KiB each), and calls
+// emit outside the read, so that a slow log cannot hold up the fifo's
+// Close.
+func relayShimLog(rc syscall.RawConn, emit func(line string)) {
 	var partial []byte // the start of a line still being written; usually nil
 	for {
-		var n int
-		var rerr error
+		var (
+			lines []string
+			n     int
+			rerr  error
+		)
 		err := rc.Read(func(fd uintptr) bool {
 			bp := shimLogBufs.Get().(*[]byte)
 			defer shimLogBufs.Put(bp)
-			n, rerr = unix.Read(int(fd), *bp)
+			for {
+				n, rerr = unix.Read(int(fd), *bp)
+				if rerr != unix.EINTR {
+					break
+				}
+			}
 			if rerr == unix.EAGAIN {
 				return false
 			}
@@ -215,24 +225,23 @@ func relayShimLog(rc syscall.RawConn, emit func(line []byte)) {
 				if i < 0 {
 					partial = append(partial, data...)
 					if len(partial) >= maxShimLogLine {
-						emit(partial)
-						partial = nil
+						lines = append(lines, string(partial))
+						partial = partial[:0]
 					}
 					break
 				}
-				if len(partial) > 0 {
-					emit(append(partial, data[:i]...))
-					partial = nil
-				} else {
-					emit(data[:i])
-				}
+				lines = append(lines, string(partial)+string(data[:i]))
+				partial = partial[:0]
 				data = data[i+1:]
 			}
 			return true
 		})
+		for _, l := range lines {
+			emit(l)
+		}
 		if err != nil || rerr != nil || n == 0 {
 			if len(partial) > 0 {
-				emit(partial)
+				emit(string(partial))
 			}
 			return
 		}

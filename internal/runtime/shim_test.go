@@ -1,11 +1,19 @@
 package runtime
 
 import (
+	"context"
 	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
 )
 
 // relayShimLog passes on whole lines however the writes split them, an
@@ -24,7 +32,7 @@ func TestRelayShimLog(t *testing.T) {
 	lines := make(chan string, 16)
 	done := make(chan struct{})
 	go func() {
-		relayShimLog(rc, func(l []byte) { lines <- string(l) })
+		relayShimLog(rc, func(l string) { lines <- l })
 		close(done)
 	}()
 	long := strings.Repeat("x", maxShimLogLine+10)
@@ -62,4 +70,65 @@ func short(ls []string) []string {
 		out[i] = l
 	}
 	return out
+}
+
+// openShimLog: what a shim writes to its log fifo reaches berthd's debug
+// log with the task's fields, and closing the fifo ends the relay, with
+// the unfinished line passed on.
+func TestOpenShimLog(t *testing.T) {
+	var out syncBuffer
+	logger := logrus.New()
+	logger.SetOutput(&out)
+	logger.SetLevel(logrus.DebugLevel)
+	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger))
+	b := &bundle{ns: "ns1", id: "task1", path: t.TempDir()}
+	closer, err := openShimLog(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(filepath.Join(b.path, "log"), os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteString("shim says hello\nunfinished"); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	waitFor(t, func() bool { return strings.Contains(out.String(), "shim says hello") })
+	before := runtime.NumGoroutine()
+	if err := closer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "unfinished") && runtime.NumGoroutine() < before })
+	for _, want := range []string{"level=debug", "namespace=ns1", "id=task1", "source=shim"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("log %q lacks %q", out.String(), want)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
