@@ -104,9 +104,10 @@ func builtins() []*plugin.Registration {
 				stores := map[string]*metadata.SnapshotStore{}
 				for name, sn := range plugin.All[snapshots.Snapshotter](ic.Plugins(), plugin.SnapshotPlugin) {
 					st := metadata.NewSnapshotStore(db, name, sn)
-					// what a crash left of creations and removals
+					// records a crash left without their snapshot; the
+					// collector sweeps snapshots left without a record
 					if _, err := st.Recover(ic.Context); err != nil {
-						log.G(ic.Context).WithError(err).WithField("snapshotter", name).Warn("sweep snapshots")
+						log.G(ic.Context).WithError(err).WithField("snapshotter", name).Warn("recover snapshot records")
 					}
 					stores[name] = st
 				}

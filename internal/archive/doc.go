@@ -13,8 +13,10 @@
 //     first, from which implicitly created directories copy their
 //     attributes), WithNoSameOwner (keep the applier's own uid/gid).
 //   - Decompress(r) detects gzip or zstd by magic bytes, else passes r on;
-//     a gzip stream of a known size of at least IgzipMinSize goes through
-//     ISA-L's igzip when installed, run as nobody on pipes.
+//     a gzip stream of a known size of at least 1 MiB goes through ISA-L's
+//     igzip when installed (on pipes, as nobody when berthd is root), in
+//     process otherwise; gzip members follow one another until one is
+//     followed by anything but a gzip header, which ends the stream.
 //   - Diff(ctx, lower, upper, w) writes the layer that turns lower into upper;
 //     DiffOverlayUpper(ctx, upper, w) writes it straight from an overlayfs
 //     upper dir.
@@ -70,10 +72,10 @@
 //
 // # Performance
 //
-// Apply streams: a producer goroutine decompresses (klauspost gzip, zstd)
-// and hashes into a bounded ring of 256 KiB chunks while the caller's
-// goroutine parses the tar and makes the syscalls, so on two cores the two
-// halves overlap. Per regular file it costs one openat2 for the parent, one
+// Apply streams: a producer goroutine reads the decompressed stream (from
+// igzip, a child process, or klauspost's gzip and zstd in process) and
+// hashes it into a bounded ring of 256 KiB chunks while the caller's
+// goroutine parses the tar and makes the syscalls, so the halves overlap. Per regular file it costs one openat2 for the parent, one
 // openat, the writes, fstat, futimens and two closes; chown and chmod only
 // where the created inode differs from the header. Nothing is fsync'ed:
 // call SyncFS once if the layer must be durable.

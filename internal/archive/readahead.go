@@ -17,9 +17,9 @@ const (
 
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
-// readahead decompresses and hashes in its own goroutine, ahead of the
-// consumer that parses the tar and makes syscalls: on two cores the two
-// halves of an apply run in parallel. Memory is bounded by chunkCount
+// readahead reads the decompressed stream and hashes it in its own
+// goroutine, ahead of the consumer that parses the tar and makes syscalls,
+// so that the two halves of an apply run in parallel. Memory is bounded by chunkCount
 // chunks. The producer owns src and closes it when it stops.
 type readahead struct {
 	full chan []byte

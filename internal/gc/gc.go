@@ -5,7 +5,8 @@
 // metadata transaction (metadata.DB.CollectGarbage), then, while no content
 // writer can open, commit, delete or abort (metadata.ContentStore.Exclusive),
 // deletes the blob files no namespace records and the backend ingests no
-// namespace records. Invariants:
+// namespace records, and last lets each snapshot store remove the backend
+// snapshots no record names (metadata.SnapshotStore.Sweep). Invariants:
 //   - nothing a live lease, an image, a container or a gc.root label holds
 //     (directly or along gc.ref labels) is removed;
 //   - a blob committed concurrently is either recorded before the mark (and

@@ -34,8 +34,8 @@
 //	      ingests/<ref> = ""
 //	      snapshots/<snapshotter>/<key> = ""
 //
-// Stores for snapshots add their buckets under the namespace bucket as they
-// arrive, and document them here.
+// Snapshot records live under v1/<ns>/snapshots/<snapshotter>/<key>/,
+// documented in snapshots.go.
 //
 // Invariants:
 //   - every mutation runs in a bbolt read-write transaction and is fsync'd

@@ -42,13 +42,15 @@ var (
 //
 // Invariants: a record names a backend snapshot that exists, except while
 // one of the two is being changed: a creation writes the record and the
-// backend snapshot at once, each durable with its own sync, and calls that
-// reach the backend through a record (get, Remove) wait for a creation
-// still in flight (its backend key is in pending); if either write fails
-// the other is undone. Commit changes the backend first and then the
-// record; a removal drops the record first and leaves any backend leftover
-// to Sweep. A crash can leave a backend snapshot without a record (Sweep
-// removes it) or, during a creation, a record without its backend snapshot
+// backend snapshot at once, each durable with its own sync, and the calls
+// that reach the backend through a record (Stat, Usage, Mounts, Commit,
+// Remove) wait for a creation still in flight (its backend key is in
+// pending); Walk and Update do not, so a snapshot being made is listed, and
+// is gone again if its backend write fails. If either write fails the
+// other is undone. Commit changes the backend first and then the record; a
+// removal drops the record first and leaves any backend leftover to Sweep.
+// A crash can leave a backend snapshot without a record (Sweep removes it)
+// or, during a creation or a commit, a record without its backend snapshot
 // (Recover, at start-up, drops it). With a lease in the context, snapshots
 // made are added to it.
 type SnapshotStore struct {
@@ -120,7 +122,8 @@ func (s *SnapshotStore) notFound(key, ns string) error {
 	return fmt.Errorf("snapshot %q in snapshotter %s of namespace %q: %w", key, s.name, ns, errdefs.ErrNotFound)
 }
 
-// get reads the record of key in the context's namespace.
+// get reads the record of key in the context's namespace, once no
+// creation of the backend key it names is in flight.
 func (s *SnapshotStore) get(ctx context.Context, key string) (string, snapRecord, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -577,77 +580,63 @@ func (s *SnapshotStore) Cleanup(ctx context.Context) error {
 const maxLostRecords = 256
 
 // Recover, run once at start-up before any call, drops the records whose
-// backend snapshot is gone (what a crash in the middle of a creation
-// leaves; children first), then runs Sweep. It returns how many records
-// it dropped.
+// backend snapshot is gone: what a crash in the middle of a creation or a
+// commit leaves (such a record has no children; one that has is kept and
+// logged). It returns how many records it dropped.
 func (s *SnapshotStore) Recover(ctx context.Context) (int, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	inBackend := map[string]bool{}
-	err := s.backend.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		inBackend[info.Name] = true
 		return nil
-	})
+	}); err != nil {
+		return 0, err
+	}
 	type record struct{ ns, key string }
 	var lost []record
-	if err == nil {
-		err = s.db.View(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketV1).ForEachBucket(func(ns []byte) error {
-				sb := s.bucket(tx, string(ns))
-				if sb == nil {
-					return nil
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketV1).ForEachBucket(func(ns []byte) error {
+			sb := s.bucket(tx, string(ns))
+			if sb == nil {
+				return nil
+			}
+			return sb.ForEachBucket(func(k []byte) error {
+				if !inBackend[string(sb.Bucket(k).Get(keyName))] {
+					lost = append(lost, record{string(ns), string(k)})
 				}
-				return sb.ForEachBucket(func(k []byte) error {
-					if !inBackend[string(sb.Bucket(k).Get(keyName))] {
-						lost = append(lost, record{string(ns), string(k)})
-					}
-					return nil
-				})
+				return nil
 			})
 		})
+	})
+	if err != nil || len(lost) == 0 {
+		return 0, err
 	}
-	dropped := 0
-	switch {
-	case err != nil || len(lost) == 0:
-	case len(inBackend) == 0 || len(lost) > maxLostRecords:
+	if len(inBackend) == 0 || len(lost) > maxLostRecords {
 		log.G(ctx).WithField("snapshotter", s.name).WithField("records", len(lost)).
 			Warn("snapshot records without their backend snapshots kept: the snapshotter's root looks replaced or missing")
-	default:
-		err = s.db.Update(ctx, func(tx *bolt.Tx) error {
-			dropped = 0
-			// leaves first, until a pass drops nothing
-			for left := lost; ; {
-				var next []record
-				for _, r := range left {
-					sb := s.bucket(tx, r.ns)
-					if sb == nil || sb.Bucket([]byte(r.key)) == nil {
-						continue
-					}
-					rec := readSnapRecord(sb.Bucket([]byte(r.key)))
-					if rec.children > 0 {
-						next = append(next, r)
-						continue
-					}
-					if err := removeSnapRecord(sb, r.key, rec.parent); err != nil {
-						return err
-					}
-					dropped++
-				}
-				if len(next) == len(left) || len(next) == 0 {
-					return nil
-				}
-				left = next
+		return 0, nil
+	}
+	dropped := 0
+	err = s.db.Update(ctx, func(tx *bolt.Tx) error {
+		dropped = 0
+		for _, r := range lost {
+			sb := s.bucket(tx, r.ns)
+			rec := readSnapRecord(sb.Bucket([]byte(r.key)))
+			if rec.children > 0 {
+				log.G(ctx).WithField("key", r.key).WithField("namespace", r.ns).Warn("snapshot record without its backend snapshot kept: it has children")
+				continue
 			}
-		})
-		if err == nil {
-			log.G(ctx).WithField("snapshotter", s.name).WithField("dropped", dropped).WithField("kept", len(lost)-dropped).
-				Info("snapshot records whose backend snapshot a crash lost (kept: those with children)")
+			if err := removeSnapRecord(sb, r.key, rec.parent); err != nil {
+				return err
+			}
+			dropped++
 		}
+		return nil
+	})
+	if err == nil {
+		log.G(ctx).WithField("snapshotter", s.name).WithField("records", dropped).Info("dropped snapshot records whose backend snapshot a crash lost")
 	}
-	s.mu.Unlock()
-	if err != nil {
-		return dropped, err
-	}
-	_, err = s.Sweep(ctx)
 	return dropped, err
 }
 

@@ -194,13 +194,11 @@ var shimLogBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 const maxShimLogLine = 16 << 10
 
 // relayShimLog hands each line written to a shim's log fifo to emit, until
-// the fifo is closed. It waits for the fifo to be readable before it takes
-// a buffer, so that the many idle shims of a busy host hold none (a copy
-// goroutine per shim with its own buffers held 128 KiB each), and calls
-// emit outside the read, so that a slow log cannot hold up the fifo's
-// Close.
+// the fifo is closed. It borrows a buffer only once the fifo is readable,
+// so that idle shims cost no buffer, and calls emit outside the read, so
+// that a slow log cannot hold up the fifo's Close.
 func relayShimLog(rc syscall.RawConn, emit func(line string)) {
-	var partial []byte // the start of a line still being written; usually nil
+	var ls lineSplitter
 	for {
 		var (
 			lines []string
@@ -219,31 +217,45 @@ func relayShimLog(rc syscall.RawConn, emit func(line string)) {
 			if rerr == unix.EAGAIN {
 				return false
 			}
-			data := (*bp)[:max(n, 0)]
-			for len(data) > 0 {
-				i := bytes.IndexByte(data, '\n')
-				if i < 0 {
-					partial = append(partial, data...)
-					if len(partial) >= maxShimLogLine {
-						lines = append(lines, string(partial))
-						partial = partial[:0]
-					}
-					break
-				}
-				lines = append(lines, string(partial)+string(data[:i]))
-				partial = partial[:0]
-				data = data[i+1:]
-			}
+			lines = ls.feed((*bp)[:max(n, 0)])
 			return true
 		})
 		for _, l := range lines {
 			emit(l)
 		}
 		if err != nil || rerr != nil || n == 0 {
-			if len(partial) > 0 {
-				emit(string(partial))
+			if rest := ls.rest(); rest != "" {
+				emit(rest)
 			}
 			return
 		}
 	}
 }
+
+// lineSplitter cuts a stream into lines across reads, and an unfinished
+// line into pieces of maxShimLogLine or more.
+type lineSplitter struct {
+	partial []byte // the start of a line still being written; usually nil
+}
+
+// feed returns the lines data completes; it keeps nothing of data.
+func (s *lineSplitter) feed(data []byte) (lines []string) {
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			s.partial = append(s.partial, data...)
+			if len(s.partial) >= maxShimLogLine {
+				lines = append(lines, string(s.partial))
+				s.partial = nil
+			}
+			return lines
+		}
+		lines = append(lines, string(s.partial)+string(data[:i]))
+		s.partial = nil
+		data = data[i+1:]
+	}
+	return lines
+}
+
+// rest is the unfinished line, if any.
+func (s *lineSplitter) rest() string { return string(s.partial) }

@@ -52,10 +52,9 @@
 //     snapshots directory run beside the commit, and the creation returns
 //     only once all three are done; so only a crash of the machine during a
 //     creation can leave a record without its directory, of a snapshot
-//     never returned; New drops such records (unless they have children).
-//     A directory already at
-//     that id can only be an orphan of an uncommitted transaction (ids are
-//     allocated by the write transaction) and is replaced.
+//     never returned. A directory already at that id can only be an orphan
+//     of an uncommitted transaction (ids are allocated by the write
+//     transaction) and is replaced.
 //     Removal deletes the record first, then renames the directory to
 //     rm-* and removes it;
 //   - the parent chain of a record is complete: a snapshot with children

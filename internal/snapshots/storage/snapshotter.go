@@ -61,7 +61,9 @@ type Snapshotter struct {
 
 var _ snapshots.Snapshotter = (*Snapshotter)(nil)
 
-// New opens the snapshotter at root, creating root as needed.
+// New opens the snapshotter at root, creating root as needed, marks its
+// snapshots directory chattr +T where the filesystem knows the flag, and
+// drops the records a machine crash left without their directory.
 func New(root string, driver Driver) (*Snapshotter, error) {
 	l := Layout(root)
 	if err := os.MkdirAll(l.Snapshots(), 0o700); err != nil {
@@ -83,31 +85,40 @@ func New(root string, driver Driver) (*Snapshotter, error) {
 // dropLost removes the records whose directory is missing. Only a crash of
 // the machine during their creation leaves such a record (see the package
 // documentation), and that creation never returned. A record with
-// children is kept and logged.
+// children is kept, and so is every record when all of several, or more
+// than 256, lost their directory: that is a snapshots directory replaced
+// or not mounted, not a crash.
 func (s *Snapshotter) dropLost() error {
 	var lost []string
+	total := 0
 	if err := s.ms.View(func(tx *Tx) error {
-		for id, key := range tx.IDs() {
+		ids := tx.IDs()
+		total = len(ids)
+		for id, key := range ids {
 			if _, err := os.Lstat(s.layout.Dir(id)); errors.Is(err, os.ErrNotExist) {
 				lost = append(lost, key)
 			}
 		}
 		return nil
-	}); err != nil {
+	}); err != nil || len(lost) == 0 {
 		return err
 	}
-	for _, key := range lost {
-		err := s.ms.Update(func(tx *Tx) error {
-			_, _, err := tx.Remove(key)
-			return err
-		})
-		if err != nil {
-			log.L.WithError(err).WithField("key", key).Warn("snapshot record without its directory kept")
-			continue
-		}
-		log.L.WithField("key", key).Info("dropped a snapshot record whose directory was lost")
+	if len(lost) > 256 || len(lost) == total && total > 1 {
+		log.L.WithField("root", string(s.layout)).WithField("records", len(lost)).Warn("snapshot records without their directories kept: the snapshots directory looks replaced or missing")
+		return nil
 	}
-	return nil
+	return s.ms.Update(func(tx *Tx) error {
+		for _, key := range lost {
+			if _, _, err := tx.Remove(key); errdefs.IsFailedPrecondition(err) {
+				log.L.WithField("key", key).Warn("snapshot record without its directory kept: it has children")
+			} else if err != nil {
+				return err
+			} else {
+				log.L.WithField("key", key).Info("dropped a snapshot record whose directory was lost")
+			}
+		}
+		return nil
+	})
 }
 
 // Layout returns the paths of the snapshotter.
