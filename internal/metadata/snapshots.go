@@ -596,17 +596,10 @@ func (s *SnapshotStore) Recover(ctx context.Context) (int, error) {
 	type record struct{ ns, key string }
 	var lost []record
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketV1).ForEachBucket(func(ns []byte) error {
-			sb := s.bucket(tx, string(ns))
-			if sb == nil {
-				return nil
+		return s.forEachRecord(tx, func(ns, key string, b *bolt.Bucket) {
+			if !inBackend[string(b.Get(keyName))] {
+				lost = append(lost, record{ns, key})
 			}
-			return sb.ForEachBucket(func(k []byte) error {
-				if !inBackend[string(sb.Bucket(k).Get(keyName))] {
-					lost = append(lost, record{string(ns), string(k)})
-				}
-				return nil
-			})
 		})
 	})
 	if err != nil || len(lost) == 0 {
@@ -640,6 +633,21 @@ func (s *SnapshotStore) Recover(ctx context.Context) (int, error) {
 	return dropped, err
 }
 
+// forEachRecord calls fn with every record of this snapshotter, in every
+// namespace.
+func (s *SnapshotStore) forEachRecord(tx *bolt.Tx, fn func(ns, key string, b *bolt.Bucket)) error {
+	return tx.Bucket(bucketV1).ForEachBucket(func(ns []byte) error {
+		sb := s.bucket(tx, string(ns))
+		if sb == nil {
+			return nil
+		}
+		return sb.ForEachBucket(func(k []byte) error {
+			fn(string(ns), string(k), sb.Bucket(k))
+			return nil
+		})
+	})
+}
+
 // Sweep removes backend snapshots whose key no namespace records
 // (children before parents) and returns how many it removed.
 func (s *SnapshotStore) Sweep(ctx context.Context) (int, error) {
@@ -647,16 +655,7 @@ func (s *SnapshotStore) Sweep(ctx context.Context) (int, error) {
 	defer s.mu.Unlock()
 	live := map[string]bool{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketV1).ForEachBucket(func(ns []byte) error {
-			sb := s.bucket(tx, string(ns))
-			if sb == nil {
-				return nil
-			}
-			return sb.ForEachBucket(func(k []byte) error {
-				live[string(sb.Bucket(k).Get(keyName))] = true
-				return nil
-			})
-		})
+		return s.forEachRecord(tx, func(_, _ string, b *bolt.Bucket) { live[string(b.Get(keyName))] = true })
 	})
 	if err != nil {
 		return 0, err
