@@ -244,8 +244,8 @@ func buildBerthd(dir string) (string, error) {
 		return "", fmt.Errorf("run the benchmark inside the berth module (go env GOMOD: %q, %v)", gomod, err)
 	}
 	bin := filepath.Join(dir, "berthd")
-	// as `make build` builds them: static and stripped.
-	cmd := exec.Command("go", "build", "-ldflags", "-s -w", "-o", dir+"/", "./cmd/...")
+	// as `make build` builds them: static, stripped, without gRPC's tracing.
+	cmd := exec.Command("go", "build", "-tags", "grpcnotrace", "-ldflags", "-s -w", "-o", dir+"/", "./cmd/...")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = filepath.Dir(gomod)
 	if out, err := cmd.CombinedOutput(); err != nil {
