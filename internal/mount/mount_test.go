@@ -329,3 +329,17 @@ func TestOverlayTooLong(t *testing.T) {
 		t.Fatal("mounted an overlay whose data can not fit")
 	}
 }
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		"/plain":            "/plain",
+		`/a\040b`:           "/a b",
+		`/tab\011and\134bs`: "/tab\tand\\bs",
+		`/short\04`:         `/short\04`,
+		`/not\999octal`:     `/not\999octal`,
+	} {
+		if got := UnescapeMountinfo(in); got != want {
+			t.Errorf("UnescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

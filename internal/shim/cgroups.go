@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/berth-dev/berth/internal/mount"
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
@@ -58,7 +59,7 @@ func cgroupMounts() (v1m map[string]cgroupMount, v2m *cgroupMount, err error) {
 		if sep < 5 || sep+3 > len(fields) {
 			continue
 		}
-		m := cgroupMount{root: unescapeMount(fields[3]), point: unescapeMount(fields[4])}
+		m := cgroupMount{root: mount.UnescapeMountinfo(fields[3]), point: mount.UnescapeMountinfo(fields[4])}
 		switch fields[sep+1] {
 		case "cgroup2":
 			if v2m == nil {
@@ -74,25 +75,6 @@ func cgroupMounts() (v1m map[string]cgroupMount, v2m *cgroupMount, err error) {
 		}
 	}
 	return v1m, v2m, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func joinMount(m cgroupMount, path string) string {
