@@ -155,6 +155,19 @@ func (d *blockingDriver) Populate(ctx context.Context, dir string, kind snapshot
 	return <-d.proceed
 }
 
+// openPassing opens the snapshotter at root with a blockingDriver that lets
+// every creation through.
+func openPassing(t *testing.T, root string) *Snapshotter {
+	t.Helper()
+	d := &blockingDriver{layout: Layout(root)}
+	d.pass.Store(true)
+	s, err := New(root, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func (d *blockingDriver) Mounts(s Snapshot) []mount.Mount {
 	return []mount.Mount{{Type: "bind", Source: d.layout.FS(s.ID), Options: []string{"rbind"}}}
 }
@@ -291,12 +304,7 @@ func TestDiskUsage(t *testing.T) {
 func TestConcurrentCreateAndRemove(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
-	d := &blockingDriver{layout: Layout(root)}
-	d.pass.Store(true)
-	s, err := New(root, d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openPassing(t, root)
 	defer s.Close()
 
 	const n = 40
@@ -363,12 +371,7 @@ func TestConcurrentCreateAndRemove(t *testing.T) {
 func TestRemoveWithoutDirectory(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
-	d := &blockingDriver{layout: Layout(root)}
-	d.pass.Store(true)
-	s, err := New(root, d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openPassing(t, root)
 	defer s.Close()
 	ms, err := s.Prepare(ctx, "k", "")
 	if err != nil {
@@ -464,16 +467,7 @@ func TestSnapshotsDirSpreadsSubdirs(t *testing.T) {
 func TestNewDropsRecordsWithoutDirectory(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
-	open := func() *Snapshotter {
-		d := &blockingDriver{layout: Layout(root)}
-		d.pass.Store(true)
-		s, err := New(root, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	s := open()
+	s := openPassing(t, root)
 	for _, k := range []string{"lost", "kept"} {
 		if _, err := s.Prepare(ctx, k, ""); err != nil {
 			t.Fatal(err)
@@ -487,7 +481,7 @@ func TestNewDropsRecordsWithoutDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s = open()
+	s = openPassing(t, root)
 	defer s.Close()
 	if _, err := s.Stat(ctx, "lost"); !errdefs.IsNotFound(err) {
 		t.Errorf("record of a lost directory: %v, want NotFound", err)
