@@ -6,7 +6,9 @@
 // writer can open, commit, delete or abort (metadata.ContentStore.Exclusive),
 // deletes the blob files no namespace records and the backend ingests no
 // namespace records, and last lets each snapshot store remove the backend
-// snapshots no record names (metadata.SnapshotStore.Sweep). Invariants:
+// snapshots no record names and the backend its own leftovers, such as the
+// half-made directories of a killed berthd (metadata.SnapshotStore.Collect).
+// Invariants:
 //   - nothing a live lease, an image, a container or a gc.root label holds
 //     (directly or along gc.ref labels) is removed;
 //   - a blob committed concurrently is either recorded before the mark (and
@@ -126,10 +128,10 @@ func (c *Collector) Collect(ctx context.Context) (Stats, error) {
 	if err == nil {
 		// snapshot records went in the metadata collection; now their data
 		for _, ss := range c.snapshots {
-			n, serr := ss.Sweep(ctx)
+			n, serr := ss.Collect(ctx)
 			st.Snapshots += n
 			if serr != nil {
-				log.G(ctx).WithError(serr).WithField("snapshotter", ss.Name()).Warn("gc: sweep snapshots")
+				log.G(ctx).WithError(serr).WithField("snapshotter", ss.Name()).Warn("gc: clean up snapshots")
 			}
 		}
 	}

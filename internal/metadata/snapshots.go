@@ -564,12 +564,23 @@ func (s *SnapshotStore) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...s
 	return nil
 }
 
-// Cleanup runs Sweep, then lets the backend clean its own leftovers.
+// Cleanup implements snapshots.Snapshotter: Collect.
 func (s *SnapshotStore) Cleanup(ctx context.Context) error {
-	if _, err := s.Sweep(ctx); err != nil {
-		return err
+	_, err := s.Collect(ctx)
+	return err
+}
+
+// Collect runs Sweep, then lets the backend remove its own leftovers (what
+// a killed berthd left of creations and removals in progress), and returns
+// how many snapshots Sweep removed. The collector runs it after each
+// collection, as containerd's collector cleans its snapshotters, so those
+// leftovers go at the collection that follows a start-up.
+func (s *SnapshotStore) Collect(ctx context.Context) (int, error) {
+	n, err := s.Sweep(ctx)
+	if err != nil {
+		return n, err
 	}
-	return s.backend.Cleanup(ctx)
+	return n, s.backend.Cleanup(ctx)
 }
 
 // maxLostRecords bounds what Recover drops: a crash leaves at most the
