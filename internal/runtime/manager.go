@@ -494,11 +494,22 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 		m.finishDeleted(ctx, t, string(address))
 		return
 	}
+	// Until the task is known to exist, a dropped connection is handled
+	// by taskExists, not as a dead shim's.
+	gone := make(chan struct{})
+	var loading atomic.Bool
+	loading.Store(true)
+	onClose := func() {
+		close(gone)
+		if !loading.Load() {
+			m.shimGone(t)
+		}
+	}
 	if err == nil {
 		var logs interface{ Close() error }
 		logs, err = openShimLog(ctx, b)
 		if err == nil {
-			t.conn, err = dialShim(ctx, string(address), func() { m.shimGone(t) })
+			t.conn, err = dialShim(ctx, string(address), onClose)
 			if err == nil {
 				t.conn.logs = logs
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -509,6 +520,15 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 			}
 		}
 	}
+	if err == nil && !m.taskExists(ctx, t, gone) {
+		return
+	}
+	loading.Store(false)
+	select {
+	case <-gone:
+		err = errors.New("connection closed")
+	default:
+	}
 	if err != nil {
 		l.WithError(err).Warn("shim of a bundle is gone")
 		m.cleanupDeadShim(ctx, t)
@@ -518,6 +538,55 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 	m.tasks[key(ns, id)] = t
 	m.mu.Unlock()
 	l.Info("reconnected to running shim")
+}
+
+// taskExists reports whether the reconnected shim of t serves its task.
+// A shim may hold none: berthd stopped after launching it and before its
+// Create succeeded. That Create fails once the connection that asked for
+// it is gone, but it may still be running (runc and its clean-up take a
+// moment) or have just succeeded. So, until the shim exits or the task
+// appears: ask the shim to shut down (it exits once it holds no task) and
+// look again. A shim that exits is cleaned up here, without events (no
+// client saw its task), and taskExists reports false.
+func (m *Manager) taskExists(ctx context.Context, t *Task, gone <-chan struct{}) bool {
+	l := log.G(ctx).WithField("namespace", t.Namespace).WithField("id", t.ID)
+	deadline := time.Now().Add(shimDeleteTimeout)
+	for i := 0; ; i++ {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := t.conn.task.State(sctx, &taskapi.StateRequest{ID: t.ID})
+		cancel()
+		if !errdefs.IsNotFound(FromShim(err)) {
+			return true // there, or an error that the usual paths report
+		}
+		if i == 0 {
+			l.Info("shim without its task (berthd stopped during the task's Create); shutting it down")
+		}
+		if time.Now().After(deadline) {
+			l.Warn("shim without its task did not exit when asked to; its bundle is left for the next start")
+			t.conn.Close()
+			return false
+		}
+		sctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		_, _ = t.conn.task.Shutdown(sctx, &taskapi.ShutdownRequest{ID: t.ID})
+		cancel()
+		select {
+		case <-gone:
+			done, ok := m.end(t)
+			if ok {
+				t.conn.Close()
+				t.conn = nil
+				// whatever runc left of the container
+				if _, err := m.runShimDelete(ctx, t.bundle, t.binary); err != nil {
+					l.WithError(err).Debug("shim delete of a task never created")
+				}
+				killLeftover(ctx, t.bundle)
+				m.shutdownShim(ctx, t)
+				done()
+			}
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // finishDeleted completes the removal of a task whose Delete was answered
