@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // TestTasksCrashLoop: berthd is killed (SIGKILL) while two clients create
@@ -209,4 +211,100 @@ func (e *taskEnv) leftovers(pids map[string]uint32) []string {
 		}
 	}
 	return left
+}
+
+// TestLoadShimWithoutTask: a bundle whose shim runs but holds no task (what
+// berthd leaves when it is killed after launching a task's shim and before
+// the shim's Create succeeds) is found at start-up: the shim is shut down
+// and the bundle removed, by the path that publishes nothing (no client
+// saw the task), not as a dead shim's.
+func TestLoadShimWithoutTask(t *testing.T) {
+	for _, shim := range taskShims(t) {
+		t.Run(shim, func(t *testing.T) {
+			d := shimDaemon(t, shim)
+			d.Stop()
+			binary := shim
+			if shim == "containerd-shim-berth-v2" {
+				binary = testutil.Binary(t, shim)
+			} else if binary, _ = exec.LookPath(shim); binary == "" {
+				t.Skipf("%s not installed", shim)
+			}
+			bundle := filepath.Join(d.State, "io.containerd.runtime.v2.task", "tt", "ghost")
+			if err := os.MkdirAll(bundle, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for name, body := range map[string]string{"shim-binary-path": binary, "config.json": `{"ociVersion":"1.0.2"}`} {
+				if err := os.WriteFile(filepath.Join(bundle, name), []byte(body), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// the shim writes its log into the bundle's fifo (containerd's
+			// runc shim exits without it)
+			if err := syscall.Mkfifo(filepath.Join(bundle, "log"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			// the shim's start verb, as containerd runs it: it launches the
+			// server and writes the address file into the bundle
+			cmd := exec.Command(binary, "-namespace", "tt", "-id", "ghost", "-address", d.Address, "-publish-binary", "/bin/true", "start")
+			cmd.Dir = bundle
+			cmd.Env = append(os.Environ(), "TTRPC_ADDRESS="+d.Address+".ttrpc")
+			cmd.Stdin = strings.NewReader("\x0a\x1acontainerd.runc.v1.Options")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s start: %v: %s", shim, err, out)
+			}
+			pid := ghostShim(d.Address)
+			if pid == 0 {
+				t.Fatal("no shim server running for the bundle")
+			}
+			t.Cleanup(func() {
+				if p := ghostShim(d.Address); p != 0 {
+					_ = syscall.Kill(p, syscall.SIGKILL)
+				}
+			})
+
+			d.Start()
+			deadline := time.Now().Add(10 * time.Second)
+			for alive(pid) || dirExists(bundle) {
+				if time.Now().After(deadline) {
+					t.Fatalf("after the restart: shim %d alive %v, bundle left %v", pid, alive(pid), dirExists(bundle))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			log, err := os.ReadFile(d.Log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustContain(t, string(log), "shim without its task")
+			for _, line := range strings.Split(string(log), "\n") {
+				if strings.Contains(line, "id=ghost") && strings.Contains(line, "cleaning up its task") {
+					t.Errorf("the shim was handled as a dead task's, with events: %s", line)
+				}
+			}
+			if _, err := tasks.NewTasksClient(d.Conn(t)).Get(nsCtx(t, "tt"), &tasks.GetRequest{ContainerID: "ghost"}); !errdefs.IsNotFound(native(err)) {
+				t.Errorf("task of the removed bundle: %v, want NotFound", err)
+			}
+		})
+	}
+}
+
+// ghostShim finds the shim server of task "ghost" of the daemon at address.
+func ghostShim(address string) int {
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		var pid int
+		if _, err := fmt.Sscanf(p.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmd), "containerd-shim") &&
+			strings.Contains(string(cmd), "\x00"+address+"\x00") && strings.Contains(string(cmd), "\x00ghost\x00") {
+			return pid
+		}
+	}
+	return 0
+}
+
+func dirExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

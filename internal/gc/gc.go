@@ -84,6 +84,12 @@ func New(db *metadata.DB, cs *metadata.ContentStore, delay time.Duration, deleti
 
 // Collect runs one collection now.
 func (c *Collector) Collect(ctx context.Context) (Stats, error) {
+	return c.collect(ctx, true)
+}
+
+// collect is Collect; without leftovers, the snapshotters keep their own
+// leftovers for the next collection.
+func (c *Collector) collect(ctx context.Context, leftovers bool) (Stats, error) {
 	c.run.Lock()
 	defer c.run.Unlock()
 	c.deletions.Store(0)
@@ -128,7 +134,11 @@ func (c *Collector) Collect(ctx context.Context) (Stats, error) {
 	if err == nil {
 		// snapshot records went in the metadata collection; now their data
 		for _, ss := range c.snapshots {
-			n, serr := ss.Collect(ctx)
+			collect := ss.Sweep
+			if leftovers {
+				collect = ss.Collect
+			}
+			n, serr := collect(ctx)
 			st.Snapshots += n
 			if serr != nil {
 				log.G(ctx).WithError(serr).WithField("snapshotter", ss.Name()).Warn("gc: clean up snapshots")
@@ -171,14 +181,19 @@ func (c *Collector) Schedule() {
 
 // Start runs scheduled collections in the background until Close, and one
 // for what an earlier daemon left behind: before returning when the delay is
-// 0, in the background after the delay otherwise.
+// 0 (then the snapshotters' own leftovers, whose removal may take long, go
+// in a second collection in the background), in the background after the
+// delay otherwise.
 func (c *Collector) Start(ctx context.Context) {
 	c.started = true
 	c.content.SetDeleteHook(func(context.Context, digest.Digest) { c.countDeletion() })
 	if c.delay == 0 {
-		if _, err := c.Collect(ctx); err != nil {
+		if _, err := c.collect(ctx, false); err != nil {
 			log.G(ctx).WithError(err).Warn("start-up garbage collection failed")
 		}
+		// what a crash left in the snapshotters' directories (removing it
+		// may take long) goes in a collection once berthd serves
+		c.Schedule()
 	} else {
 		c.Schedule()
 	}

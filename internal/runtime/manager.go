@@ -43,6 +43,7 @@ import (
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -505,6 +506,7 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 			m.shimGone(t)
 		}
 	}
+	var shimPid int
 	if err == nil {
 		var logs interface{ Close() error }
 		logs, err = openShimLog(ctx, b)
@@ -513,14 +515,18 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 			if err == nil {
 				t.conn.logs = logs
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_, err = t.conn.task.Connect(cctx, &taskapi.ConnectRequest{ID: id})
+				var resp *taskapi.ConnectResponse
+				resp, err = t.conn.task.Connect(cctx, &taskapi.ConnectRequest{ID: id})
 				cancel()
+				if err == nil {
+					shimPid = int(resp.ShimPid)
+				}
 			} else {
 				logs.Close()
 			}
 		}
 	}
-	if err == nil && !m.taskExists(ctx, t, gone) {
+	if err == nil && !m.taskExists(ctx, t, string(address), shimPid, gone) {
 		return
 	}
 	loading.Store(false)
@@ -535,6 +541,11 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 		return
 	}
 	m.mu.Lock()
+	if t.deleted.Load() {
+		// the connection dropped just now and the dead-shim path took it
+		m.mu.Unlock()
+		return
+	}
 	m.tasks[key(ns, id)] = t
 	m.mu.Unlock()
 	l.Info("reconnected to running shim")
@@ -546,47 +557,79 @@ func (m *Manager) loadTask(ctx context.Context, ns, id string) {
 // it is gone, but it may still be running (runc and its clean-up take a
 // moment) or have just succeeded. So, until the shim exits or the task
 // appears: ask the shim to shut down (it exits once it holds no task) and
-// look again. A shim that exits is cleaned up here, without events (no
-// client saw its task), and taskExists reports false.
-func (m *Manager) taskExists(ctx context.Context, t *Task, gone <-chan struct{}) bool {
+// look again. Once asked, a shim that stops answering is taken to be
+// leaving. A shim that does not leave within shimDeleteTimeout is killed,
+// unless another bundle names its address (a shim serving several tasks).
+// Either way t is then removed here, without events (no client saw it),
+// and taskExists reports false.
+func (m *Manager) taskExists(ctx context.Context, t *Task, address string, shimPid int, gone <-chan struct{}) bool {
 	l := log.G(ctx).WithField("namespace", t.Namespace).WithField("id", t.ID)
 	deadline := time.Now().Add(shimDeleteTimeout)
-	for i := 0; ; i++ {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := t.conn.task.State(sctx, &taskapi.StateRequest{ID: t.ID})
-		cancel()
-		if !errdefs.IsNotFound(FromShim(err)) {
-			return true // there, or an error that the usual paths report
+	call := func(f func(context.Context) error) error {
+		cctx, cancel := context.WithTimeout(ctx, min(5*time.Second, max(time.Until(deadline), time.Millisecond)))
+		defer cancel()
+		return f(cctx)
+	}
+	for asked := false; ; {
+		err := call(func(ctx context.Context) error {
+			_, err := t.conn.task.State(ctx, &taskapi.StateRequest{ID: t.ID})
+			return err
+		})
+		if err == nil || (!asked && !errdefs.IsNotFound(FromShim(err))) {
+			return true // there, or (not asked yet) an error the usual paths report
 		}
-		if i == 0 {
+		if !asked {
 			l.Info("shim without its task (berthd stopped during the task's Create); shutting it down")
 		}
-		if time.Now().After(deadline) {
-			l.Warn("shim without its task did not exit when asked to; its bundle is left for the next start")
-			t.conn.Close()
-			return false
+		if errdefs.IsNotFound(FromShim(err)) {
+			asked = true
+			_ = call(func(ctx context.Context) error {
+				_, err := t.conn.task.Shutdown(ctx, &taskapi.ShutdownRequest{ID: t.ID})
+				return err
+			})
 		}
-		sctx, cancel = context.WithTimeout(ctx, 5*time.Second)
-		_, _ = t.conn.task.Shutdown(sctx, &taskapi.ShutdownRequest{ID: t.ID})
-		cancel()
 		select {
 		case <-gone:
-			done, ok := m.end(t)
-			if ok {
-				t.conn.Close()
-				t.conn = nil
-				// whatever runc left of the container
-				if _, err := m.runShimDelete(ctx, t.bundle, t.binary); err != nil {
-					l.WithError(err).Debug("shim delete of a task never created")
-				}
-				killLeftover(ctx, t.bundle)
-				m.shutdownShim(ctx, t)
-				done()
+		case <-time.After(min(100*time.Millisecond, max(time.Until(deadline), 0))):
+			if time.Now().Before(deadline) {
+				continue
 			}
-			return false
-		case <-time.After(100 * time.Millisecond):
+			if shimPid > 1 && !m.addressShared(t, address) {
+				l.WithField("pid", shimPid).Warn("shim without its task did not exit when asked to; killing it")
+				_ = unix.Kill(shimPid, unix.SIGKILL)
+			} else {
+				l.Warn("shim without its task did not exit when asked to; leaving it to the other tasks it serves")
+			}
+		}
+		break
+	}
+	if done, ok := m.end(t); ok {
+		t.conn.Close()
+		t.conn = nil
+		// whatever runc left of the container
+		if _, err := m.runShimDelete(ctx, t.bundle, t.binary); err != nil {
+			l.WithError(err).Debug("shim delete of a task never created")
+		}
+		killLeftover(ctx, t.bundle)
+		m.shutdownShim(ctx, t)
+		done()
+	}
+	return false
+}
+
+// addressShared reports whether a bundle other than t's names address: a
+// shim that serves several tasks.
+func (m *Manager) addressShared(t *Task, address string) bool {
+	ids, _ := os.ReadDir(filepath.Join(m.state, t.Namespace))
+	for _, d := range ids {
+		if d.Name() == t.ID {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(m.state, t.Namespace, d.Name(), "address")); err == nil && string(b) == address {
+			return true
 		}
 	}
+	return false
 }
 
 // finishDeleted completes the removal of a task whose Delete was answered
