@@ -110,6 +110,15 @@ func (e *taskEnv) ctx() context.Context { return nsCtx(e.t, e.ns) }
 // with stdout and stderr appended to a file; it returns that file.
 func (e *taskEnv) create(id string, args ...string) string {
 	e.t.Helper()
+	out := filepath.Join(e.t.TempDir(), id+".out")
+	e.createWith(id, &tasks.CreateTaskRequest{ContainerID: id, Stdout: "file://" + out, Stderr: "file://" + out}, args...)
+	return out
+}
+
+// createWith makes a container running args on the busybox rootfs and its
+// task with req.
+func (e *taskEnv) createWith(id string, req *tasks.CreateTaskRequest, args ...string) {
+	e.t.Helper()
 	spec := oci.Default(e.ns, id, oci.Options{Args: args, Root: e.rootfs})
 	b, err := json.Marshal(spec)
 	if err != nil {
@@ -122,12 +131,9 @@ func (e *taskEnv) create(id string, args ...string) string {
 	if err != nil {
 		e.t.Fatalf("create container %s: %v", id, err)
 	}
-	out := filepath.Join(e.t.TempDir(), id+".out")
-	_, err = e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: id, Stdout: "file://" + out, Stderr: "file://" + out})
-	if err != nil {
+	if _, err := e.ts.Create(e.ctx(), req); err != nil {
 		e.t.Fatalf("create task %s: %v", id, err)
 	}
-	return out
 }
 
 func (e *taskEnv) status(id string) task.Status {
