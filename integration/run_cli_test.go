@@ -158,6 +158,10 @@ func TestRunCLI(t *testing.T) {
 			if r = runCLI(t, d, "run", "--rm", "-u", "nobody", busyboxRef, "u1", "id"); r.code != 1 || !strings.Contains(r.stderr, `no user "nobody"`) {
 				t.Errorf("run -u of a user the image lacks: %v", r)
 			}
+			// 2^32 is refused, never wrapped to root (CVE-2024-40635)
+			if r = runCLI(t, d, "run", "--rm", "-u", "4294967296", busyboxRef, "u1", "id"); r.code != 1 || !strings.Contains(r.stderr, "out of range") {
+				t.Errorf("run -u 4294967296: %v", r)
+			}
 			share := t.TempDir()
 			if err := os.WriteFile(filepath.Join(share, "f"), []byte("shared\n"), 0o644); err != nil {
 				t.Fatal(err)

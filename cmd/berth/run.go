@@ -12,7 +12,6 @@ package main
 // berth exits with the task's exit status and prints nothing of its own on the way.
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -22,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -681,110 +679,6 @@ func hasEnv(env []string, key string) bool {
 		}
 	}
 	return false
-}
-
-// resolveUser turns USER[:GROUP] into ids; names are looked up in the image's /etc/passwd and
-// /etc/group (read inside the root filesystem, never following links out of it). Fully
-// numeric users need no lookup.
-func resolveUser(ctx context.Context, user string, rootfs []mount.Mount) (specs.User, error) {
-	name, group, hasGroup := strings.Cut(user, ":")
-	uid, uidErr := strconv.ParseUint(name, 10, 32)
-	gid, gidErr := strconv.ParseUint(group, 10, 32)
-	if uidErr == nil && hasGroup && gidErr == nil {
-		return specs.User{UID: uint32(uid), GID: uint32(gid)}, nil
-	}
-	var u specs.User
-	err := mount.WithReadonlyTempMount(ctx, rootfs, func(root string) error {
-		passwd, _ := readRootFile(root, "etc/passwd")
-		groups, _ := readRootFile(root, "etc/group")
-		username := ""
-		found := false
-		for _, f := range colonRecords(passwd, 7) {
-			id, err := strconv.ParseUint(f[2], 10, 32)
-			if err != nil {
-				continue
-			}
-			if (uidErr == nil && id == uid) || (uidErr != nil && f[0] == name) {
-				g, _ := strconv.ParseUint(f[3], 10, 32)
-				u.UID, u.GID, username, found = uint32(id), uint32(g), f[0], true
-				break
-			}
-		}
-		switch {
-		case !found && uidErr != nil:
-			return fmt.Errorf("no user %q in the image's /etc/passwd", name)
-		case !found:
-			u.UID, u.GID = uint32(uid), 0
-		}
-		if hasGroup {
-			if gidErr == nil {
-				u.GID = uint32(gid)
-			} else {
-				ok := false
-				for _, f := range colonRecords(groups, 4) {
-					if f[0] == group {
-						if g, err := strconv.ParseUint(f[2], 10, 32); err == nil {
-							u.GID, ok = uint32(g), true
-							break
-						}
-					}
-				}
-				if !ok {
-					return fmt.Errorf("no group %q in the image's /etc/group", group)
-				}
-			}
-		}
-		if username == "" {
-			return nil
-		}
-		for _, f := range colonRecords(groups, 4) {
-			g, err := strconv.ParseUint(f[2], 10, 32)
-			if err != nil || uint32(g) == u.GID {
-				continue
-			}
-			for _, member := range strings.Split(f[3], ",") {
-				if member == username {
-					u.AdditionalGids = append(u.AdditionalGids, uint32(g))
-				}
-			}
-		}
-		return nil
-	})
-	return u, err
-}
-
-// readRootFile reads name below root, resolving every link inside root (openat2
-// RESOLVE_IN_ROOT), at most 1 MiB.
-func readRootFile(root, name string) ([]byte, error) {
-	dir, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(dir)
-	fd, err := unix.Openat2(dir, name, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, 1<<20))
-}
-
-// colonRecords splits /etc/passwd-style lines into n fields, skipping malformed ones.
-func colonRecords(b []byte, n int) [][]string {
-	var out [][]string
-	sc := bufio.NewScanner(strings.NewReader(string(b)))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.SplitN(line, ":", n)
-		if len(f) == n {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // taskStart says how to connect and follow a task's init process.
