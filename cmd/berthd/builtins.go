@@ -46,7 +46,7 @@ func builtins() []*plugin.Registration {
 			Type: plugin.MetadataPlugin, ID: "bolt",
 			Requires: []plugin.Type{plugin.EventPlugin},
 			InitFn: func(ic *plugin.InitContext) (any, error) {
-				if err := os.MkdirAll(ic.Root, 0o711); err != nil {
+				if err := os.MkdirAll(ic.Root, 0o700); err != nil {
 					return nil, err
 				}
 				return metadata.Open(filepath.Join(ic.Root, "meta.db"))

@@ -63,8 +63,15 @@ func run() error {
 			return err
 		}
 	}
-	for _, d := range []string{cfg.Root, cfg.State} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+	// The root is for berthd alone (containerd's CVE-2024-25621); the
+	// state is traversable, as containerd's, and holds 0700 directories.
+	// Both are set again on every start, in case an earlier version (or an
+	// operator) left them looser.
+	for d, mode := range map[string]os.FileMode{cfg.Root: 0o700, cfg.State: 0o711} {
+		if err := os.MkdirAll(d, mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, mode); err != nil {
 			return err
 		}
 	}

@@ -1,15 +1,17 @@
 package runtime
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
-	"context"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,13 +34,21 @@ func (m *Manager) newBundle(ns, id string, spec []byte) (*bundle, error) {
 			return nil, err
 		}
 	}
-	if err := os.Mkdir(b.path, 0o711); err != nil {
+	if err := os.Mkdir(b.path, 0o700); err != nil {
 		if os.IsExist(err) {
 			return nil, fmt.Errorf("bundle of task %q in namespace %q exists: %w", id, ns, errdefs.ErrAlreadyExists)
 		}
 		return nil, err
 	}
-	err := os.MkdirAll(b.work, 0o711)
+	var err error
+	if gid := userNamespaceRoot(spec); gid >= 0 {
+		if err = os.Chown(b.path, -1, gid); err == nil {
+			err = os.Chmod(b.path, 0o710)
+		}
+	}
+	if err == nil {
+		err = os.MkdirAll(b.work, 0o711)
+	}
 	if err == nil {
 		err = os.Symlink(b.work, filepath.Join(b.path, "work"))
 	}
@@ -53,6 +63,29 @@ func (m *Manager) newBundle(ns, id string, spec []byte) (*bundle, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// userNamespaceRoot returns the host group of the root of a spec's user
+// namespace, or -1. A bundle is for root alone (0700: a traversable bundle
+// let host users reach setuid binaries in a rootfs, containerd's
+// CVE-2021-41103), except that with a user namespace runc's init, already
+// in it, must reach the rootfs: then the bundle is 0710 with that group,
+// as containerd does.
+func userNamespaceRoot(spec []byte) int {
+	var s struct {
+		Linux *struct {
+			GIDMappings []specs.LinuxIDMapping `json:"gidMappings"`
+		} `json:"linux"`
+	}
+	if json.Unmarshal(spec, &s) != nil || s.Linux == nil {
+		return -1
+	}
+	for _, m := range s.Linux.GIDMappings {
+		if m.ContainerID == 0 {
+			return int(m.HostID)
+		}
+	}
+	return -1
 }
 
 // remove deletes the bundle and work directory; a rootfs still mounted (the

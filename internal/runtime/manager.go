@@ -94,8 +94,8 @@ type Options struct {
 
 // New returns a manager; call Load to reconnect to running shims.
 func New(o Options) (*Manager, error) {
-	for _, d := range []string{o.Root, o.State} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+	for d, mode := range map[string]os.FileMode{o.Root: 0o700, o.State: 0o711} {
+		if err := os.MkdirAll(d, mode); err != nil {
 			return nil, err
 		}
 	}

@@ -50,7 +50,7 @@ func loadUUID(dir string) (string, error) {
 			return id, nil
 		}
 	}
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
 	id := uuid.NewString()
