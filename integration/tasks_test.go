@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +23,8 @@ import (
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -85,23 +88,77 @@ func newTaskEnv(t *testing.T, shim string) *taskEnv {
 	return e
 }
 
-// killAll leaves no container running after a test, passed or failed.
+// killAll leaves no container running after a test, passed or failed: it
+// deletes every task through its own connection (the test's may be closed
+// by now), then kills whatever a test that failed half-way left: the shims
+// of this daemon and their containers.
 func (e *taskEnv) killAll() {
 	if e.d.Exited() {
 		e.d.Start()
-		e.ts = tasks.NewTasksClient(e.d.Conn(e.t))
 	}
-	ctx, cancel := context.WithTimeout(testutil.WithNamespace(context.Background(), e.ns), 30*time.Second)
-	defer cancel()
-	list, err := e.ts.List(ctx, &tasks.ListTasksRequest{})
-	if err != nil {
-		return
+	conn, err := grpc.NewClient("unix://"+e.d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err == nil {
+		defer conn.Close()
+		ts := tasks.NewTasksClient(conn)
+		ctx, cancel := context.WithTimeout(testutil.WithNamespace(context.Background(), e.ns), 30*time.Second)
+		defer cancel()
+		list, err := ts.List(ctx, &tasks.ListTasksRequest{})
+		if err != nil {
+			e.t.Logf("clean-up: list tasks: %v", err)
+		}
+		for _, p := range list.GetTasks() {
+			_, _ = ts.Kill(ctx, &tasks.KillRequest{ContainerID: p.ID, Signal: uint32(syscall.SIGKILL), All: true})
+			_, _ = ts.Wait(ctx, &tasks.WaitRequest{ContainerID: p.ID})
+			_, _ = ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: p.ID})
+		}
 	}
-	for _, p := range list.Tasks {
-		_, _ = e.ts.Kill(ctx, &tasks.KillRequest{ContainerID: p.ID, Signal: uint32(syscall.SIGKILL), All: true})
-		_, _ = e.ts.Wait(ctx, &tasks.WaitRequest{ContainerID: p.ID})
-		_, _ = e.ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: p.ID})
+	for _, pid := range shimsOf(e.d.Address) {
+		for _, child := range childrenOf(pid) {
+			_ = syscall.Kill(child, syscall.SIGKILL)
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		e.t.Logf("clean-up: killed shim %d, left by the test", pid)
 	}
+}
+
+// shimsOf lists the shim processes whose daemon address is address.
+func shimsOf(address string) []int {
+	var pids []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmd), "containerd-shim") && strings.Contains(string(cmd), "\x00"+address+"\x00") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	var kids []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		child, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+				kids = append(kids, child)
+			}
+		}
+	}
+	return kids
 }
 
 func (e *taskEnv) ctx() context.Context { return nsCtx(e.t, e.ns) }
