@@ -33,7 +33,8 @@ func TestTasksCrashLoop(t *testing.T) {
 	for _, shim := range taskShims(t) {
 		t.Run(shim, func(t *testing.T) {
 			e := newTaskEnv(t, shim)
-			pids := map[string]uint32{} // every task started, over all rounds
+			pids := map[string]uint32{}    // every task seen with a pid, over all rounds
+			started := map[string]uint32{} // every Start answered, over all rounds
 			for round := range 2 {
 				var (
 					mu sync.Mutex
@@ -84,6 +85,10 @@ func TestTasksCrashLoop(t *testing.T) {
 					listed[p.ID] = p
 				}
 				for id, pid := range acked {
+					started[id] = pid
+				}
+				// this round's tasks and every earlier round's
+				for id, pid := range started {
 					pids[id] = pid
 					p, ok := listed[id]
 					switch {
