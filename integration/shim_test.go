@@ -175,26 +175,10 @@ func shimCtrdUnmountBelow(dir string) {
 // shimCtrdShims lists the pids of berth shims serving the daemon at sock
 // (for task id, or all when id is "").
 func shimCtrdShims(sock, id string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-berth-v2" {
-			continue
-		}
-		if shimCtrdFlag(args, "-address") == sock && (id == "" || shimCtrdFlag(args, "-id") == id) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return procsMatching(func(_ int, args []string) bool {
+		return filepath.Base(args[0]) == "containerd-shim-berth-v2" &&
+			shimCtrdFlag(args, "-address") == sock && (id == "" || shimCtrdFlag(args, "-id") == id)
+	})
 }
 
 func shimCtrdFlag(args []string, name string) string {

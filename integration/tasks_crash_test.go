@@ -192,15 +192,10 @@ func (e *taskEnv) leftovers(pids map[string]uint32) []string {
 			left = append(left, "bundle "+b.Name())
 		}
 	}
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmd), "containerd-shim") || !strings.Contains(string(cmd), e.d.Address) {
-			continue
-		}
+	for _, pid := range shimsOf(e.d.Address, "") {
 		// a shim launched ahead of the next task has no bundle yet
-		if cwd, err := os.Readlink(filepath.Join("/proc", p.Name(), "cwd")); err == nil && strings.HasPrefix(cwd, bundles) {
-			left = append(left, fmt.Sprintf("shim %s serving %s", p.Name(), cwd))
+		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && strings.HasPrefix(cwd, bundles) {
+			left = append(left, fmt.Sprintf("shim %d serving %s", pid, cwd))
 		}
 	}
 	for id, pid := range pids {
@@ -257,12 +252,12 @@ func TestLoadShimWithoutTask(t *testing.T) {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("%s start: %v: %s", shim, err, out)
 			}
-			pid := ghostShim(d.Address)
+			pid := firstOr0(shimsOf(d.Address, "ghost"))
 			if pid == 0 {
 				t.Fatal("no shim server running for the bundle")
 			}
 			t.Cleanup(func() {
-				if p := ghostShim(d.Address); p != 0 {
+				if p := firstOr0(shimsOf(d.Address, "ghost")); p != 0 {
 					_ = syscall.Kill(p, syscall.SIGKILL)
 				}
 			})
@@ -292,21 +287,11 @@ func TestLoadShimWithoutTask(t *testing.T) {
 	}
 }
 
-// ghostShim finds the shim server of task "ghost" of the daemon at address.
-func ghostShim(address string) int {
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		var pid int
-		if _, err := fmt.Sscanf(p.Name(), "%d", &pid); err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(cmd), "containerd-shim") &&
-			strings.Contains(string(cmd), "\x00"+address+"\x00") && strings.Contains(string(cmd), "\x00ghost\x00") {
-			return pid
-		}
+func firstOr0(pids []int) int {
+	if len(pids) == 0 {
+		return 0
 	}
-	return 0
+	return pids[0]
 }
 
 func dirExists(p string) bool {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,7 +113,7 @@ func (e *taskEnv) killAll() {
 			_, _ = ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: p.ID})
 		}
 	}
-	for _, pid := range shimsOf(e.d.Address) {
+	for _, pid := range shimsOf(e.d.Address, "") {
 		for _, child := range childrenOf(pid) {
 			_ = syscall.Kill(child, syscall.SIGKILL)
 		}
@@ -121,8 +122,9 @@ func (e *taskEnv) killAll() {
 	}
 }
 
-// shimsOf lists the shim processes whose daemon address is address.
-func shimsOf(address string) []int {
+// procsMatching lists the processes for which match, given the pid and the
+// command line, is true.
+func procsMatching(match func(pid int, args []string) bool) []int {
 	var pids []int
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
@@ -131,11 +133,20 @@ func shimsOf(address string) []int {
 			continue
 		}
 		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(cmd), "containerd-shim") && strings.Contains(string(cmd), "\x00"+address+"\x00") {
+		if err == nil && match(pid, strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// shimsOf lists the shim processes of the daemon at address, of any task
+// or of task id.
+func shimsOf(address, id string) []int {
+	return procsMatching(func(_ int, args []string) bool {
+		return strings.Contains(args[0], "containerd-shim") && slices.Contains(args, address) &&
+			(id == "" || slices.Contains(args, id))
+	})
 }
 
 // childrenOf lists the processes whose parent is pid.
@@ -455,22 +466,14 @@ func TestTasksShimKilled(t *testing.T) {
 // shimPidOf finds the shim serving a bundle: the process whose cwd it is.
 func shimPidOf(t *testing.T, bundle string) int {
 	t.Helper()
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		var pid int
-		if _, err := fmt.Sscanf(p.Name(), "%d", &pid); err != nil {
-			continue
-		}
-		cwd, err := os.Readlink(filepath.Join("/proc", p.Name(), "cwd"))
-		if err == nil && cwd == bundle {
-			cmd, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
-			if strings.Contains(string(cmd), "containerd-shim") {
-				return pid
-			}
-		}
+	pids := procsMatching(func(pid int, args []string) bool {
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		return err == nil && cwd == bundle && strings.Contains(args[0], "containerd-shim")
+	})
+	if len(pids) == 0 {
+		t.Fatalf("no shim found for %s", bundle)
 	}
-	t.Fatalf("no shim found for %s", bundle)
-	return 0
+	return pids[0]
 }
 
 // alive reports whether pid runs (a zombie does not count).

@@ -27,17 +27,12 @@ const maxUserFile = 10 << 20
 // resolveUser turns USER[:GROUP] into ids, with the image's root filesystem
 // mounted read-only for the lookup of names (lookupUser).
 func resolveUser(ctx context.Context, user string, rootfs []mount.Mount) (specs.User, error) {
-	name, group, hasGroup := strings.Cut(user, ":")
-	uid, uidNum, err := parseID(name)
+	ref, err := parseUser(user)
 	if err != nil {
 		return specs.User{}, err
 	}
-	gid, gidNum, err := parseID(group)
-	if err != nil {
-		return specs.User{}, err
-	}
-	if uidNum && hasGroup && gidNum {
-		return specs.User{UID: uid, GID: gid}, nil // no lookup needed
+	if ref.uidNum && ref.hasGroup && ref.gidNum {
+		return specs.User{UID: ref.uid, GID: ref.gid}, nil // no lookup needed
 	}
 	var u specs.User
 	err = mount.WithReadonlyTempMount(ctx, rootfs, func(root string) error {
@@ -45,6 +40,23 @@ func resolveUser(ctx context.Context, user string, rootfs []mount.Mount) (specs.
 		return err
 	})
 	return u, err
+}
+
+// userRef is a parsed USER[:GROUP]: each part a name or a number.
+type userRef struct {
+	name, group    string
+	hasGroup       bool
+	uid, gid       uint32
+	uidNum, gidNum bool
+}
+
+func parseUser(user string) (r userRef, err error) {
+	r.name, r.group, r.hasGroup = strings.Cut(user, ":")
+	if r.uid, r.uidNum, err = parseID(r.name); err != nil {
+		return r, err
+	}
+	r.gid, r.gidNum, err = parseID(r.group)
+	return r, err
 }
 
 // parseID parses a numeric id; numeric reports whether s is a number at all
@@ -65,15 +77,12 @@ func parseID(s string) (id uint32, numeric bool, err error) {
 // (readRootFile): a known user brings its primary group and the groups
 // that list it as a member; an unknown numeric user gets group 0.
 func lookupUser(root, user string) (specs.User, error) {
-	name, group, hasGroup := strings.Cut(user, ":")
-	uid, uidNum, err := parseID(name)
+	ref, err := parseUser(user)
 	if err != nil {
 		return specs.User{}, err
 	}
-	gid, gidNum, err := parseID(group)
-	if err != nil {
-		return specs.User{}, err
-	}
+	name, group, hasGroup := ref.name, ref.group, ref.hasGroup
+	uid, uidNum, gid, gidNum := ref.uid, ref.uidNum, ref.gid, ref.gidNum
 	passwd, err := readRootFile(root, "etc/passwd")
 	if err != nil {
 		return specs.User{}, err
