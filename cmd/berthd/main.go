@@ -149,13 +149,18 @@ func closeAll(ctx context.Context, set *plugin.Set) {
 	}
 }
 
-// lockRoot makes sure only one berthd uses a root directory.
+// lockRoot makes sure only one berthd uses a root directory. The lock is
+// a POSIX record lock, which belongs to this process alone and goes with
+// it: a flock belongs to the open file, which a child caught between fork
+// and exec (a shim being launched when berthd is killed) still holds for a
+// moment, long enough to refuse a berthd restarted at once.
 func lockRoot(root string) (func(), error) {
 	f, err := os.OpenFile(filepath.Join(root, "berthd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("root %s is in use by another berthd (lock %s): %w", root, f.Name(), err)
 	}
