@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -74,15 +75,15 @@ func parseID(s string) (id uint32, numeric bool, err error) {
 
 // lookupUser resolves USER[:GROUP] (names or numbers) against the passwd
 // and group files of the root filesystem at root, read inside it
-// (readRootFile): a known user brings its primary group and the groups
-// that list it as a member; an unknown numeric user gets group 0.
+// (readRootFile), as Docker and runc do: a known user brings its primary
+// group and, unless GROUP is given, the groups that list it as a member;
+// an unknown numeric user gets group 0. Entries whose ids are not numbers
+// in range are skipped, never read as 0.
 func lookupUser(root, user string) (specs.User, error) {
 	ref, err := parseUser(user)
 	if err != nil {
 		return specs.User{}, err
 	}
-	name, group, hasGroup := ref.name, ref.group, ref.hasGroup
-	uid, uidNum, gid, gidNum := ref.uid, ref.uidNum, ref.gid, ref.gidNum
 	passwd, err := readRootFile(root, "etc/passwd")
 	if err != nil {
 		return specs.User{}, err
@@ -91,87 +92,101 @@ func lookupUser(root, user string) (specs.User, error) {
 	if err != nil {
 		return specs.User{}, err
 	}
-	var u specs.User
+	u := specs.User{UID: ref.uid}
 	username := ""
-	for _, f := range colonRecords(passwd, 7) {
-		id, num, err := parseID(f[2])
-		if err != nil || !num {
+	for _, f := range colonRecords(passwd, 4) {
+		id, idNum, idErr := parseID(f[2])
+		g, gNum, gErr := parseID(f[3])
+		if !idNum || idErr != nil || !gNum || gErr != nil {
 			continue
 		}
-		if (uidNum && id == uid) || (!uidNum && f[0] == name) {
-			g, _, _ := parseID(f[3])
+		if (ref.uidNum && id == ref.uid) || (!ref.uidNum && f[0] == ref.name) {
 			u.UID, u.GID, username = id, g, f[0]
 			break
 		}
 	}
+	if username == "" && !ref.uidNum {
+		return u, fmt.Errorf("no user %q in the image's /etc/passwd", ref.name)
+	}
 	switch {
-	case username == "" && !uidNum:
-		return u, fmt.Errorf("no user %q in the image's /etc/passwd", name)
-	case username == "":
-		u.UID, u.GID = uid, 0
-	}
-	if hasGroup {
-		if gidNum {
-			u.GID = gid
-		} else {
-			ok := false
-			for _, f := range colonRecords(groups, 4) {
-				if g, num, err := parseID(f[2]); f[0] == group && num && err == nil {
-					u.GID, ok = g, true
-					break
-				}
-			}
-			if !ok {
-				return u, fmt.Errorf("no group %q in the image's /etc/group", group)
-			}
+	case ref.hasGroup && ref.gidNum:
+		u.GID = ref.gid
+	case ref.hasGroup:
+		g, ok := groupID(groups, func(name string, _ []string) bool { return name == ref.group })
+		if !ok {
+			return u, fmt.Errorf("no group %q in the image's /etc/group", ref.group)
 		}
-	}
-	if username == "" {
-		return u, nil
-	}
-	for _, f := range colonRecords(groups, 4) {
-		g, num, err := parseID(f[2])
-		if err != nil || !num || g == u.GID {
-			continue
-		}
-		for _, member := range strings.Split(f[3], ",") {
-			if member == username {
-				u.AdditionalGids = append(u.AdditionalGids, g)
+		u.GID = g[0]
+	case username != "":
+		// the implicit form: the groups that list the user
+		g, _ := groupID(groups, func(_ string, members []string) bool { return slices.Contains(members, username) })
+		for _, id := range g {
+			if id != u.GID && !slices.Contains(u.AdditionalGids, id) {
+				u.AdditionalGids = append(u.AdditionalGids, id)
 			}
 		}
 	}
 	return u, nil
 }
 
+// groupID returns the ids of the groups of an /etc/group file for which
+// match (name, members) is true, in file order; entries whose id is not a
+// number in range are skipped.
+func groupID(groups []byte, match func(name string, members []string) bool) ([]uint32, bool) {
+	var ids []uint32
+	for _, f := range colonRecords(groups, 3) {
+		g, num, err := parseID(f[2])
+		if !num || err != nil {
+			continue
+		}
+		var members []string
+		if len(f) > 3 && f[3] != "" {
+			members = strings.Split(f[3], ",")
+		}
+		if match(f[0], members) {
+			ids = append(ids, g)
+		}
+	}
+	return ids, len(ids) > 0
+}
+
 // readRootFile reads name below root, resolving every link inside root
-// (openat2 RESOLVE_IN_ROOT). A missing file reads as empty; anything but a
-// regular file (a FIFO would block the read forever, a device never end
-// it), or one over maxUserFile, is an error (containerd's CVE-2026-47262).
+// (openat2 RESOLVE_IN_ROOT). A missing file reads as empty. Anything but a
+// regular file (a FIFO would block the read forever, a device never end it
+// or act on being opened) is refused before it is opened for reading, and
+// so is a file over maxUserFile (containerd's CVE-2026-47262).
 func readRootFile(root, name string) ([]byte, error) {
 	dir, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(dir)
-	fd, err := unix.Openat2(dir, name, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK | unix.O_NOCTTY,
+	path, err := unix.Openat2(dir, name, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
-	if errors.Is(err, unix.ENOENT) {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the image's /%s: %w", name, err)
 	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	fi, err := f.Stat()
+	defer unix.Close(path)
+	var st unix.Stat_t
+	if err := unix.Fstat(path, &st); err != nil {
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("the image's /%s is not a regular file", name)
+	}
+	if st.Size > maxUserFile {
+		return nil, fmt.Errorf("the image's /%s is larger than %d MiB", name, maxUserFile>>20)
+	}
+	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", path), os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("the image's /%s is not a regular file (%s)", name, fi.Mode().Type())
-	}
+	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxUserFile+1))
 	if err == nil && len(b) > maxUserFile {
 		err = fmt.Errorf("the image's /%s is larger than %d MiB", name, maxUserFile>>20)
@@ -179,8 +194,8 @@ func readRootFile(root, name string) ([]byte, error) {
 	return b, err
 }
 
-// colonRecords splits /etc/passwd-style lines into n fields, skipping
-// malformed ones.
+// colonRecords splits /etc/passwd-style lines into their fields, skipping
+// lines of fewer than n.
 func colonRecords(b []byte, n int) [][]string {
 	var out [][]string
 	sc := bufio.NewScanner(strings.NewReader(string(b)))
@@ -190,8 +205,8 @@ func colonRecords(b []byte, n int) [][]string {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		f := strings.SplitN(line, ":", n)
-		if len(f) == n {
+		f := strings.Split(line, ":")
+		if len(f) >= n {
 			out = append(out, f)
 		}
 	}

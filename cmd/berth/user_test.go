@@ -10,11 +10,13 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 const (
-	testPasswd = "root:x:0:0:root:/root:/bin/sh\n# comment\nbroken line\nwww:x:33:33::/var/www:/bin/false\nbob:x:1000:1000::/home/bob:/bin/sh\n"
-	testGroup  = "root:x:0:\nwww:x:33:bob\nstaff:x:50:bob,www\nbob:x:1000:\n"
+	testPasswd = "root:x:0:0:root:/root:/bin/sh\n# comment\nbroken line\nwww:x:33:33::/var/www:/bin/false\nbob:x:1000:1000::/home/bob:/bin/sh\n" +
+		"evil:x:1001:4294967296::/:/bin/sh\nbad:x:1002:staff::/:/bin/sh\nshort:x:1003:1003\n"
+	testGroup = "root:x:0:\nwww:x:33:bob\nstaff:x:50:bob,www\nbob:x:1000:\nhuge:x:4294967296:bob\nbare:x:60\n"
 )
 
 // userRoot makes a root filesystem whose /etc holds passwd and group as
@@ -47,8 +49,19 @@ func TestLookupUser(t *testing.T) {
 		{user: "root", want: specs.User{UID: 0, GID: 0}},
 		{user: "bob", want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{33, 50}}},
 		{user: "1000", want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{33, 50}}},
-		{user: "bob:staff", want: specs.User{UID: 1000, GID: 50, AdditionalGids: []uint32{33}}},
-		{user: "www:7", want: specs.User{UID: 33, GID: 7, AdditionalGids: []uint32{50}}},
+		// an explicit group brings no supplementary groups (as Docker and runc)
+		{user: "bob:staff", want: specs.User{UID: 1000, GID: 50}},
+		{user: "www:7", want: specs.User{UID: 33, GID: 7}},
+		{user: "www", want: specs.User{UID: 33, GID: 33, AdditionalGids: []uint32{50}}},
+		{user: "0:bare", want: specs.User{UID: 0, GID: 60}},
+		// lines without the trailing fields count
+		{user: "short", want: specs.User{UID: 1003, GID: 1003}},
+		// an entry whose group is out of range or not a number is skipped,
+		// never read as group 0
+		{user: "evil", err: `no user "evil"`},
+		{user: "1001", want: specs.User{UID: 1001, GID: 0}},
+		{user: "bad", err: `no user "bad"`},
+		{user: "bob:huge", err: `no group "huge"`},
 		{user: "4242", want: specs.User{UID: 4242, GID: 0}},
 		{user: "4242:www", want: specs.User{UID: 4242, GID: 33}},
 		{user: "2147483647:2147483647", want: specs.User{UID: 2147483647, GID: 2147483647}},
@@ -133,4 +146,16 @@ func TestLookupUserHostileFiles(t *testing.T) {
 			t.Fatalf("want too large, got %v", err)
 		}
 	})
+}
+
+// A device node (here /dev/zero's) as /etc/passwd is refused without being
+// opened for reading.
+func TestLookupUserDevice(t *testing.T) {
+	root := userRoot(t, nil, ptr(testGroup))
+	if err := syscall.Mknod(filepath.Join(root, "etc", "passwd"), syscall.S_IFCHR|0o644, int(unix.Mkdev(1, 5))); err != nil {
+		t.Skipf("mknod: %v", err)
+	}
+	if _, err := lookupUser(root, "bob"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("want not a regular file, got %v", err)
+	}
 }
