@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/internal/config"
@@ -63,23 +64,28 @@ func run() error {
 			return err
 		}
 	}
+	if rel, err := filepath.Rel(cfg.Root, cfg.State); err == nil && !strings.HasPrefix(rel, "..") {
+		return fmt.Errorf("state %s must not be the root %s or inside it (the root is for berthd alone; bundles in the state must stay reachable)", cfg.State, cfg.Root)
+	}
 	// The root is for berthd alone (containerd's CVE-2024-25621); the
 	// state is traversable, as containerd's, and holds 0700 directories.
-	// Both are set again on every start, in case an earlier version (or an
-	// operator) left them looser.
-	for d, mode := range map[string]os.FileMode{cfg.Root: 0o700, cfg.State: 0o711} {
-		if err := os.MkdirAll(d, mode); err != nil {
-			return err
-		}
-		if err := os.Chmod(d, mode); err != nil {
-			return err
-		}
+	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.State, 0o711); err != nil {
+		return err
 	}
 	unlock, err := lockRoot(cfg.Root)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	// Looser modes left by an earlier version are tightened, once this
+	// berthd holds the root (as containerd does, the state is left as it
+	// is: it may be a directory of the system's).
+	if err := os.Chmod(cfg.Root, 0o700); err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -160,7 +166,15 @@ func lockRoot(root string) (func(), error) {
 		return nil, err
 	}
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
-	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
+	err = unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
+	if err == nil {
+		// berthd before 2026-11-23 held a flock instead, which a record
+		// lock does not see: one still running refuses this probe
+		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+			err = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		}
+	}
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("root %s is in use by another berthd (lock %s): %w", root, f.Name(), err)
 	}
