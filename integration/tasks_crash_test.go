@@ -298,3 +298,54 @@ func dirExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
+
+// TestTasksExitWhileBerthdDown: a task exits while berthd is down. After
+// the restart, the task is stopped with its exit status (Wait and Delete
+// report it, from the shim), and its TaskExit, which the shim could not
+// publish meanwhile, is not published twice.
+func TestTasksExitWhileBerthdDown(t *testing.T) {
+	for _, shim := range taskShims(t) {
+		t.Run(shim, func(t *testing.T) {
+			e := newTaskEnv(t, shim)
+			e.create("brief", "sh", "-c", "sleep 0.5; exit 3")
+			st, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "brief"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.d.Kill()
+			deadline := time.Now().Add(10 * time.Second)
+			for alive(int(st.Pid)) {
+				if time.Now().After(deadline) {
+					t.Fatal("the task did not exit")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			e.d.Start()
+			conn := e.d.Conn(t)
+			e.ts = tasks.NewTasksClient(conn)
+			evs := subscribeTasks(t, e, `topic=="/tasks/exit"`)
+
+			ctx, cancel := context.WithTimeout(e.ctx(), 30*time.Second)
+			defer cancel()
+			if s := e.status("brief"); s != task.Status_STOPPED {
+				t.Errorf("status after the restart: %s, want STOPPED", s)
+			}
+			w, err := e.ts.Wait(ctx, &tasks.WaitRequest{ContainerID: "brief"})
+			if err != nil || w.ExitStatus != 3 {
+				t.Fatalf("wait: %v, %v; want status 3", w, err)
+			}
+			// The shim retries its publication until the restarted berthd
+			// takes it, which may be before this subscription: at most one
+			// arrives here, and only for this task.
+			for id, n := range exitsWithin(t, evs, 3*time.Second) {
+				if id != "brief" || n != 1 {
+					t.Errorf("after the restart: %d exit events of %q", n, id)
+				}
+			}
+			d, err := e.ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: "brief"})
+			if err != nil || d.ExitStatus != 3 {
+				t.Fatalf("delete: %v, %v; want status 3", d, err)
+			}
+		})
+	}
+}

@@ -211,23 +211,15 @@ func TestTasksExecsWhenInitDies(t *testing.T) {
 					t.Errorf("wait for exec %q: %v", id, err)
 				}
 			}
-			// one exit per started process: read them, then no more comes
-			exits := map[string]int{}
-			for range len(started) + 1 {
-				env, err := evs.Recv()
-				if err != nil {
-					t.Fatal(err)
-				}
-				var ex eventtypes.TaskExit
-				if err := env.Event.UnmarshalTo(&ex); err != nil {
-					t.Fatal(err)
-				}
-				exits[ex.ID]++
-			}
+			// one exit per started process, and no more
+			exits := exitsWithin(t, evs, 2*time.Second)
 			for _, id := range append([]string{"race"}, started...) {
 				if exits[id] != 1 {
 					t.Errorf("exit events of %s: %d, want 1 (all: %v)", id, exits[id], exits)
 				}
+			}
+			if len(exits) != len(started)+1 {
+				t.Errorf("exit events of processes never started: %v (started %v)", exits, started)
 			}
 			if _, err := e.ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: "race"}); err != nil {
 				t.Errorf("delete: %v", err)
@@ -267,5 +259,37 @@ func TestTasksRuncStateRemoved(t *testing.T) {
 				t.Errorf("delete: %v", err)
 			}
 		})
+	}
+}
+
+// exitsWithin reads TaskExit events for d and counts them by process id.
+func exitsWithin(t *testing.T, evs eventsapi.Events_SubscribeClient, d time.Duration) map[string]int {
+	t.Helper()
+	got := make(chan string)
+	go func() {
+		for {
+			env, err := evs.Recv()
+			if err != nil {
+				close(got)
+				return
+			}
+			var ex eventtypes.TaskExit
+			if env.Event.UnmarshalTo(&ex) == nil {
+				got <- ex.ID
+			}
+		}
+	}()
+	exits := map[string]int{}
+	timer := time.After(d)
+	for {
+		select {
+		case id, ok := <-got:
+			if !ok {
+				return exits
+			}
+			exits[id]++
+		case <-timer:
+			return exits
+		}
 	}
 }

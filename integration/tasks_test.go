@@ -113,12 +113,30 @@ func (e *taskEnv) killAll() {
 			_, _ = ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: p.ID})
 		}
 	}
-	for _, pid := range shimsOf(e.d.Address, "") {
+	// a deleted task's shim finishes its shutdown just after the answer;
+	// one still serving a bundle after that is a leak
+	bundles := filepath.Join(e.d.State, "io.containerd.runtime.v2.task")
+	serving := func() map[int]string {
+		m := map[int]string{}
+		for _, pid := range shimsOf(e.d.Address, "") {
+			// a shim launched ahead of the next task serves no bundle yet,
+			// and goes with berthd
+			if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && strings.HasPrefix(cwd, bundles+"/") {
+				m[pid] = cwd
+			}
+		}
+		return m
+	}
+	left := serving()
+	for deadline := time.Now().Add(10 * time.Second); len(left) > 0 && time.Now().Before(deadline); left = serving() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for pid, cwd := range left {
 		for _, child := range childrenOf(pid) {
 			_ = syscall.Kill(child, syscall.SIGKILL)
 		}
 		_ = syscall.Kill(pid, syscall.SIGKILL)
-		e.t.Logf("clean-up: killed shim %d, left by the test", pid)
+		e.t.Errorf("clean-up: shim %d of %s still ran 10s after its task was deleted; killed it", pid, cwd)
 	}
 }
 
