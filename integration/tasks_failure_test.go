@@ -7,10 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	eventtypes "github.com/containerd/containerd/api/events"
+	containers "github.com/containerd/containerd/api/services/containers/v1"
 	eventsapi "github.com/containerd/containerd/api/services/events/v1"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
@@ -19,6 +22,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/testutil"
 )
 
@@ -292,4 +296,83 @@ func exitsWithin(t *testing.T, evs eventsapi.Events_SubscribeClient, d time.Dura
 			return exits
 		}
 	}
+}
+
+// runcSlowCreate is a runc whose create first waits on a marker file, so
+// that a test can act while a task is being created.
+const runcSlowCreate = `#!/bin/sh
+for a; do [ "$a" = create ] && { touch "$0.creating"; sleep 30; }; done
+exec runc "$@"
+`
+
+// TestTasksShimKilledDuringCreate: the shim dies while `runc create` runs.
+// The Create fails with an error, and nothing of the task is left: no
+// bundle, no mount, no runc container, no process; the same id can then be
+// created and run.
+func TestTasksShimKilledDuringCreate(t *testing.T) {
+	e := newTaskEnv(t, "containerd-shim-berth-v2")
+	slow := filepath.Join(t.TempDir(), "runc-slow")
+	if err := os.WriteFile(slow, []byte(runcSlowCreate), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := anypb.New(&runcoptions.Options{BinaryName: slow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := json.Marshal(oci.Default(e.ns, "cut", oci.Options{Args: []string{"sleep", "1000"}, Root: e.rootfs}))
+	if _, err := e.cs.Create(e.ctx(), &containers.CreateContainerRequest{Container: &containers.Container{
+		ID: "cut", Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"},
+		Spec: &anypb.Any{TypeUrl: specURL, Value: spec},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan error, 1)
+	go func() {
+		_, err := e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: "cut", Options: opts})
+		created <- err
+	}()
+	bundle := filepath.Join(e.d.State, "io.containerd.runtime.v2.task", e.ns, "cut")
+	deadline := time.Now().Add(20 * time.Second)
+	for !fileExists(slow + ".creating") {
+		if time.Now().After(deadline) {
+			t.Fatal("runc create was not reached")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := syscall.Kill(shimPidOf(t, bundle), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-created:
+		if !errdefs.IsUnavailable(native(err)) || !strings.Contains(err.Error(), "shim exited") {
+			t.Fatalf("Create whose shim was killed: %v, want Unavailable saying the shim exited", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Create did not return after its shim was killed")
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for dirExists(bundle) {
+		if time.Now().After(deadline) {
+			t.Fatal("bundle left after the failed Create")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), bundle) {
+		t.Errorf("the rootfs is still mounted")
+	}
+	if out, _ := exec.Command("runc", "--root", filepath.Join(e.d.State, "runc", e.ns), "list", "-q").Output(); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("runc containers left: %s", out)
+	}
+	// the same id again, with the real runc
+	if _, err := e.ts.Create(e.ctx(), &tasks.CreateTaskRequest{ContainerID: "cut"}); err != nil {
+		t.Fatalf("create again: %v", err)
+	}
+	if _, err := e.ts.Start(e.ctx(), &tasks.StartRequest{ContainerID: "cut"}); err != nil {
+		t.Fatalf("start again: %v", err)
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
