@@ -27,6 +27,7 @@ func TestCtrRunCrashLoop(t *testing.T) {
 	testutil.RequireBinary(t, "ctr")
 	testutil.RequireBinary(t, "runc")
 	d := testutil.StartDaemon(t)
+	t.Cleanup(func() { cleanTasks(t, d, "crash") })
 	ctr := func(args ...string) string {
 		t.Helper()
 		out, err := d.Ctr(append([]string{"-n", "crash"}, args...)...)

@@ -89,23 +89,28 @@ func newTaskEnv(t *testing.T, shim string) *taskEnv {
 	return e
 }
 
-// killAll leaves no container running after a test, passed or failed: it
-// deletes every task through its own connection (the test's may be closed
-// by now), then kills whatever a test that failed half-way left: the shims
-// of this daemon and their containers.
-func (e *taskEnv) killAll() {
-	if e.d.Exited() {
-		e.d.Start()
+// killAll leaves no container of e's namespace running after a test,
+// passed or failed (cleanTasks).
+func (e *taskEnv) killAll() { cleanTasks(e.t, e.d, e.ns) }
+
+// cleanTasks deletes every task of namespace ns through a connection of its
+// own (the test's may be closed by now), restarting berthd if the test left
+// it stopped, then kills what a test that failed half-way left: the shims of
+// this daemon still serving a bundle, and their containers. A shim that
+// still serves a bundle 10 s after its task was deleted fails the test.
+func cleanTasks(t *testing.T, d *testutil.Daemon, ns string) {
+	if d.Exited() {
+		d.Start()
 	}
-	conn, err := grpc.NewClient("unix://"+e.d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err == nil {
 		defer conn.Close()
 		ts := tasks.NewTasksClient(conn)
-		ctx, cancel := context.WithTimeout(testutil.WithNamespace(context.Background(), e.ns), 30*time.Second)
+		ctx, cancel := context.WithTimeout(testutil.WithNamespace(context.Background(), ns), 30*time.Second)
 		defer cancel()
 		list, err := ts.List(ctx, &tasks.ListTasksRequest{})
 		if err != nil {
-			e.t.Logf("clean-up: list tasks: %v", err)
+			t.Logf("clean-up: list tasks: %v", err)
 		}
 		for _, p := range list.GetTasks() {
 			_, _ = ts.Kill(ctx, &tasks.KillRequest{ContainerID: p.ID, Signal: uint32(syscall.SIGKILL), All: true})
@@ -115,10 +120,10 @@ func (e *taskEnv) killAll() {
 	}
 	// a deleted task's shim finishes its shutdown just after the answer;
 	// one still serving a bundle after that is a leak
-	bundles := filepath.Join(e.d.State, "io.containerd.runtime.v2.task")
+	bundles := filepath.Join(d.State, "io.containerd.runtime.v2.task")
 	serving := func() map[int]string {
 		m := map[int]string{}
-		for _, pid := range shimsOf(e.d.Address, "") {
+		for _, pid := range shimsOf(d.Address, "") {
 			// a shim launched ahead of the next task serves no bundle yet,
 			// and goes with berthd
 			if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && strings.HasPrefix(cwd, bundles+"/") {
@@ -136,7 +141,7 @@ func (e *taskEnv) killAll() {
 			_ = syscall.Kill(child, syscall.SIGKILL)
 		}
 		_ = syscall.Kill(pid, syscall.SIGKILL)
-		e.t.Errorf("clean-up: shim %d of %s still ran 10s after its task was deleted; killed it", pid, cwd)
+		t.Errorf("clean-up: shim %d of %s still ran 10s after its task was deleted; killed it", pid, cwd)
 	}
 }
 
