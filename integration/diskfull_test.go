@@ -24,8 +24,12 @@ func TestDiskFull(t *testing.T) {
 	if err := unix.Mount("tmpfs", d.Root, "tmpfs", 0, "size=16m,mode=0700"); err != nil {
 		t.Skipf("no tmpfs for a small root: %v", err)
 	}
-	t.Cleanup(func() { _ = unix.Unmount(d.Root, unix.MNT_DETACH) })
+	t.Cleanup(func() {
+		d.Stop() // before its root goes
+		_ = unix.Unmount(d.Root, unix.MNT_DETACH)
+	})
 	d.Start()
+	t.Cleanup(func() { cleanTasks(t, d, "default") })
 
 	// a layer of 24 MB of random data (gzip cannot shrink it)
 	layer, diffID := ociLayer(t, map[string][]byte{"big": randomBytes(24<<20, 7)})
@@ -67,8 +71,10 @@ func TestDiskFull(t *testing.T) {
 	layer, diffID = ctrZeros(t)
 	img = newOCIImage(t, layer, diffID)
 	writeOCIArchive(t, img, "example.com/zeros:1", archive)
-	var before unix.Statfs_t
-	_ = unix.Statfs(d.Root, &before)
+	var before, after unix.Statfs_t
+	if err := unix.Statfs(d.Root, &before); err != nil {
+		t.Fatal(err)
+	}
 	out, err = d.Ctr("images", "import", archive)
 	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
 		t.Fatalf("unpack onto a full disk: %v\n%s", err, out)
@@ -77,8 +83,9 @@ func TestDiskFull(t *testing.T) {
 	if ls := ctrOK(t, d, "snapshots", "ls"); strings.Contains(ls, "Active") {
 		t.Errorf("an active snapshot is left after the failed unpack:\n%s", ls)
 	}
-	var after unix.Statfs_t
-	_ = unix.Statfs(d.Root, &after)
+	if err := unix.Statfs(d.Root, &after); err != nil {
+		t.Fatal(err)
+	}
 	if free, was := after.Bfree*uint64(after.Bsize), before.Bfree*uint64(before.Bsize); free+1<<20 < was {
 		t.Errorf("free space %d after the failed unpack, %d before it", free, was)
 	}

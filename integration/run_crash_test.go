@@ -39,21 +39,27 @@ func TestCtrRunCrashLoop(t *testing.T) {
 	ctr("images", "import", busyboxArchive(t))
 	for round := range 2 {
 		var (
-			wg   sync.WaitGroup
-			mu   sync.Mutex
-			runs int
+			wg     sync.WaitGroup
+			mu     sync.Mutex
+			runs   int
+			killed bool
 		)
 		loop := func(g int, args ...string) {
 			defer wg.Done()
 			for i := 0; ; i++ {
 				id := fmt.Sprintf("r%d-g%d-%d", round, g, i)
 				a := append(append([]string{"-n", "crash", "run"}, args...), busyboxRef, id, "true")
-				if _, err := d.Ctr(a...); err != nil {
+				_, err := d.Ctr(a...)
+				mu.Lock()
+				if err == nil {
+					runs++
+				} else if !killed {
+					t.Errorf("round %d: before the kill: %v", round, err)
+				}
+				mu.Unlock()
+				if err != nil {
 					return
 				}
-				mu.Lock()
-				runs++
-				mu.Unlock()
 			}
 		}
 		wg.Add(3)
@@ -65,11 +71,17 @@ func TestCtrRunCrashLoop(t *testing.T) {
 			mu.Lock()
 			n := runs
 			mu.Unlock()
-			if n >= 4+round*3 || time.Now().After(deadline) {
+			if n >= 4+round*3 {
 				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: only %d runs within a minute", round, n)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
+		mu.Lock()
+		killed = true
+		mu.Unlock()
 		d.Kill()
 		wg.Wait()
 		d.Start()
@@ -127,12 +139,16 @@ func TestCtrRunCrashLoop(t *testing.T) {
 	if ls := ctr("snapshots", "ls"); strings.Contains(ls, "Active") {
 		t.Errorf("active snapshots left:\n%s", ls)
 	}
-	bundles, _ := os.ReadDir(filepath.Join(d.State, "io.containerd.runtime.v2.task", "crash"))
-	if len(bundles) > 0 {
-		t.Errorf("%d bundles left", len(bundles))
-	}
-	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), d.Dir) {
-		t.Errorf("mounts left under %s", d.Dir)
+	// a deleted task's bundle goes just after the answer
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		bundles, _ := os.ReadDir(filepath.Join(d.State, "io.containerd.runtime.v2.task", "crash"))
+		mounts, _ := os.ReadFile("/proc/self/mountinfo")
+		if len(bundles) == 0 && !strings.Contains(string(mounts), d.Dir) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left after removing everything: %d bundles; mounts under %s: %v", len(bundles), d.Dir, strings.Contains(string(mounts), d.Dir))
+		}
 	}
 }
 

@@ -337,7 +337,7 @@ func TestTasksExitWhileBerthdDown(t *testing.T) {
 			// The shim retries its publication until the restarted berthd
 			// takes it, which may be before this subscription: at most one
 			// arrives here, and only for this task.
-			for id, n := range exitsWithin(t, evs, 3*time.Second) {
+			for id, n := range exitsWithin(t, evs, 1, 3*time.Second) {
 				if id != "brief" || n != 1 {
 					t.Errorf("after the restart: %d exit events of %q", n, id)
 				}

@@ -216,7 +216,7 @@ func TestTasksExecsWhenInitDies(t *testing.T) {
 				}
 			}
 			// one exit per started process, and no more
-			exits := exitsWithin(t, evs, 2*time.Second)
+			exits := exitsWithin(t, evs, len(started)+1, 20*time.Second)
 			for _, id := range append([]string{"race"}, started...) {
 				if exits[id] != 1 {
 					t.Errorf("exit events of %s: %d, want 1 (all: %v)", id, exits[id], exits)
@@ -266,8 +266,10 @@ func TestTasksRuncStateRemoved(t *testing.T) {
 	}
 }
 
-// exitsWithin reads TaskExit events for d and counts them by process id.
-func exitsWithin(t *testing.T, evs eventsapi.Events_SubscribeClient, d time.Duration) map[string]int {
+// exitsWithin reads TaskExit events until want of them have come or max
+// has passed, then for a short while more (for extras), and counts them by
+// process id.
+func exitsWithin(t *testing.T, evs eventsapi.Events_SubscribeClient, want int, max time.Duration) map[string]int {
 	t.Helper()
 	got := make(chan string)
 	go func() {
@@ -284,7 +286,9 @@ func exitsWithin(t *testing.T, evs eventsapi.Events_SubscribeClient, d time.Dura
 		}
 	}()
 	exits := map[string]int{}
-	timer := time.After(d)
+	n := 0
+	end := time.After(max)
+	var quiet <-chan time.Time
 	for {
 		select {
 		case id, ok := <-got:
@@ -292,16 +296,28 @@ func exitsWithin(t *testing.T, evs eventsapi.Events_SubscribeClient, d time.Dura
 				return exits
 			}
 			exits[id]++
-		case <-timer:
+			if n++; n == want {
+				quiet = time.After(300 * time.Millisecond)
+			}
+		case <-end:
+			return exits
+		case <-quiet:
 			return exits
 		}
 	}
 }
 
-// runcSlowCreate is a runc whose create first waits on a marker file, so
-// that a test can act while a task is being created.
+// runcSlowCreate is a runc whose create holds until a file is removed, then
+// fails, so that a test can act while a task is being created (and the
+// wrapper, which outlives a killed shim, never creates anything).
 const runcSlowCreate = `#!/bin/sh
-for a; do [ "$a" = create ] && { touch "$0.creating"; sleep 30; }; done
+for a; do
+  if [ "$a" = create ]; then
+    touch "$0.creating"
+    while [ -e "$0.hold" ]; do sleep 0.05; done
+    exit 1
+  fi
+done
 exec runc "$@"
 `
 
@@ -315,6 +331,10 @@ func TestTasksShimKilledDuringCreate(t *testing.T) {
 	if err := os.WriteFile(slow, []byte(runcSlowCreate), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(slow+".hold", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(slow + ".hold") })
 	opts, err := anypb.New(&runcoptions.Options{BinaryName: slow})
 	if err != nil {
 		t.Fatal(err)

@@ -519,6 +519,8 @@ func (e *requestError) Error() string {
 		return fmt.Sprintf("%s already exists%s (choose another name, or remove it first with: %s)", o.name(), o.where(), rm)
 	case errdefs.IsNotImplemented(e.err):
 		return withDetail(fmt.Sprintf("berthd at %s cannot %s %s: not implemented (upgrade berthd)", e.address, e.op, o))
+	case errdefs.IsUnavailable(e.err) && strings.Contains(e.err.Error(), "shim exited"):
+		return fmt.Sprintf("cannot %s %s: the task's shim exited before it answered (berthd's log, at debug level, has the shim's)", e.op, o)
 	case errdefs.IsUnavailable(e.err):
 		return withDetail(fmt.Sprintf("cannot %s %s: berthd at %s is unavailable (try again; is it shutting down?)", e.op, o, e.address))
 	case errdefs.IsDeadlineExceeded(e.err):

@@ -78,6 +78,12 @@ func TestRequestErrorRendering(t *testing.T) {
 			want: `container "x" not found in namespace "default" (list containers with: berth -n default containers ls)`,
 		},
 		{
+			name: "the task's shim died, not berthd",
+			err:  status.Error(codes.Unavailable, `the task's shim exited before it answered: unavailable`),
+			op:   "start", obj: cl.object("task", "t1"),
+			want: `cannot start task "t1" in namespace "default": the task's shim exited before it answered (berthd's log, at debug level, has the shim's)`,
+		},
+		{
 			name: "namespace not found",
 			err:  status.Error(codes.NotFound, `namespace x: not found`),
 			op:   "remove", obj: namespaceObject("x"),

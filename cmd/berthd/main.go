@@ -64,25 +64,32 @@ func run() error {
 			return err
 		}
 	}
-	if rel, err := filepath.Rel(cfg.Root, cfg.State); err == nil && !strings.HasPrefix(rel, "..") {
-		return fmt.Errorf("state %s must not be the root %s or inside it (the root is for berthd alone; bundles in the state must stay reachable)", cfg.State, cfg.Root)
-	}
 	// The root is for berthd alone (containerd's CVE-2024-25621); the
 	// state is traversable, as containerd's, and holds 0700 directories.
+	// An existing state is left as it is (it may be a directory of the
+	// system's); one made here gets its mode whatever the umask.
+	_, statErr := os.Stat(cfg.State)
 	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.State, 0o711); err != nil {
 		return err
 	}
+	if inside(cfg.State, cfg.Root) {
+		return fmt.Errorf("state %s must not be the root %s or inside it (the root is for berthd alone; bundles in the state must stay reachable)", cfg.State, cfg.Root)
+	}
+	if os.IsNotExist(statErr) {
+		if err := os.Chmod(cfg.State, 0o711); err != nil {
+			return err
+		}
+	}
 	unlock, err := lockRoot(cfg.Root)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	// Looser modes left by an earlier version are tightened, once this
-	// berthd holds the root (as containerd does, the state is left as it
-	// is: it may be a directory of the system's).
+	// A looser mode left by an earlier version is tightened, once this
+	// berthd holds the root.
 	if err := os.Chmod(cfg.Root, 0o700); err != nil {
 		return err
 	}
@@ -155,6 +162,17 @@ func closeAll(ctx context.Context, set *plugin.Set) {
 	}
 }
 
+// inside reports whether dir is root or below it, links resolved.
+func inside(dir, root string) bool {
+	d, err1 := filepath.EvalSymlinks(dir)
+	r, err2 := filepath.EvalSymlinks(root)
+	if err1 != nil || err2 != nil {
+		d, r = dir, root
+	}
+	rel, err := filepath.Rel(r, d)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
 // lockRoot makes sure only one berthd uses a root directory. The lock is
 // a POSIX record lock, which belongs to this process alone and goes with
 // it: a flock belongs to the open file, which a child caught between fork
@@ -169,7 +187,8 @@ func lockRoot(root string) (func(), error) {
 	err = unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
 	if err == nil {
 		// berthd before 2026-11-23 held a flock instead, which a record
-		// lock does not see: one still running refuses this probe
+		// lock does not see: one still running refuses this probe (one
+		// started after this berthd would not see this one)
 		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
 			err = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		}

@@ -33,6 +33,7 @@ func TestLockRootGoesWithTheProcess(t *testing.T) {
 	if err := helper.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')
 	child, cerr := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(line), "child "))
 	if err != nil || cerr != nil {
@@ -78,4 +79,31 @@ func lockHelper(root string) {
 	}
 	fmt.Printf("child %d\n", child.Process.Pid)
 	time.Sleep(time.Minute)
+}
+
+func TestInside(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(dir+"/root/sub", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dir+"/root/sub", dir+"/link"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		dir, root string
+		want      bool
+	}{
+		{"/a/b", "/a/b", true},
+		{"/a/b/c", "/a/b", true},
+		{"/a/b/..x", "/a/b", true},
+		{"/a/bc", "/a/b", false},
+		{"/a", "/a/b", false},
+		{"/run/berth", "/var/lib/berth", false},
+		{dir + "/link", dir + "/root", true},
+		{dir + "/link/../x", dir + "/root", false},
+	} {
+		if got := inside(tc.dir, tc.root); got != tc.want {
+			t.Errorf("inside(%q, %q) = %v, want %v", tc.dir, tc.root, got, tc.want)
+		}
+	}
 }
