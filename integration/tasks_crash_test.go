@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,7 +16,6 @@ import (
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/testutil"
@@ -158,17 +156,9 @@ func TestTasksCrashLoop(t *testing.T) {
 // tryRun creates and starts a task running sleep, without failing the
 // test, and returns its pid.
 func (e *taskEnv) tryRun(id string) (uint32, error) {
-	spec := oci.Default(e.ns, id, oci.Options{Args: []string{"sleep", "1000"}, Root: e.rootfs})
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return 0, err
-	}
 	ctx, cancel := context.WithTimeout(e.ctx(), 30*time.Second)
 	defer cancel()
-	if _, err := e.cs.Create(ctx, &containers.CreateContainerRequest{Container: &containers.Container{
-		ID: id, Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"},
-		Spec: &anypb.Any{TypeUrl: specURL, Value: b},
-	}}); err != nil {
+	if err := e.newContainer(ctx, id, oci.Options{Args: []string{"sleep", "1000"}}); err != nil {
 		return 0, err
 	}
 	if _, err := e.ts.Create(ctx, &tasks.CreateTaskRequest{ContainerID: id}); err != nil {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	eventtypes "github.com/containerd/containerd/api/events"
-	containers "github.com/containerd/containerd/api/services/containers/v1"
 	eventsapi "github.com/containerd/containerd/api/services/events/v1"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
@@ -339,11 +338,7 @@ func TestTasksShimKilledDuringCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, _ := json.Marshal(oci.Default(e.ns, "cut", oci.Options{Args: []string{"sleep", "1000"}, Root: e.rootfs}))
-	if _, err := e.cs.Create(e.ctx(), &containers.CreateContainerRequest{Container: &containers.Container{
-		ID: "cut", Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"},
-		Spec: &anypb.Any{TypeUrl: specURL, Value: spec},
-	}}); err != nil {
+	if err := e.newContainer(e.ctx(), "cut", oci.Options{Args: []string{"sleep", "1000"}}); err != nil {
 		t.Fatal(err)
 	}
 	created := make(chan error, 1)

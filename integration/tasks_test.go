@@ -210,21 +210,29 @@ func (e *taskEnv) create(id string, args ...string) string {
 // task with req.
 func (e *taskEnv) createWith(id string, req *tasks.CreateTaskRequest, args ...string) {
 	e.t.Helper()
-	spec := oci.Default(e.ns, id, oci.Options{Args: args, Root: e.rootfs})
-	b, err := json.Marshal(spec)
-	if err != nil {
+	if err := e.newContainer(e.ctx(), id, oci.Options{Args: args}); err != nil {
 		e.t.Fatal(err)
-	}
-	_, err = e.cs.Create(e.ctx(), &containers.CreateContainerRequest{Container: &containers.Container{
-		ID: id, Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"},
-		Spec: &anypb.Any{TypeUrl: specURL, Value: b},
-	}})
-	if err != nil {
-		e.t.Fatalf("create container %s: %v", id, err)
 	}
 	if _, err := e.ts.Create(e.ctx(), req); err != nil {
 		e.t.Fatalf("create task %s: %v", id, err)
 	}
+}
+
+// newContainer records container id, with the default spec for o on the
+// busybox rootfs.
+func (e *taskEnv) newContainer(ctx context.Context, id string, o oci.Options) error {
+	o.Root = e.rootfs
+	b, err := json.Marshal(oci.Default(e.ns, id, o))
+	if err != nil {
+		return err
+	}
+	if _, err := e.cs.Create(ctx, &containers.CreateContainerRequest{Container: &containers.Container{
+		ID: id, Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"},
+		Spec: &anypb.Any{TypeUrl: specURL, Value: b},
+	}}); err != nil {
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	return nil
 }
 
 func (e *taskEnv) status(id string) task.Status {
@@ -516,11 +524,7 @@ func TestTasksOutputEOF(t *testing.T) {
 	for _, shim := range taskShims(t) {
 		t.Run(shim, func(t *testing.T) {
 			e := newTaskEnv(t, shim)
-			spec, _ := json.Marshal(oci.Default(e.ns, "eof", oci.Options{Args: []string{"echo", "last words"}, Root: e.rootfs}))
-			_, err := e.cs.Create(e.ctx(), &containers.CreateContainerRequest{Container: &containers.Container{
-				ID: "eof", Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"}, Spec: &anypb.Any{TypeUrl: specURL, Value: spec},
-			}})
-			if err != nil {
+			if err := e.newContainer(e.ctx(), "eof", oci.Options{Args: []string{"echo", "last words"}}); err != nil {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
@@ -571,11 +575,7 @@ func TestTasksTerminalStdinEOF(t *testing.T) {
 	for _, shim := range taskShims(t) {
 		t.Run(shim, func(t *testing.T) {
 			e := newTaskEnv(t, shim)
-			spec, _ := json.Marshal(oci.Default(e.ns, "tty", oci.Options{Args: []string{"cat"}, Terminal: true, Root: e.rootfs}))
-			_, err := e.cs.Create(e.ctx(), &containers.CreateContainerRequest{Container: &containers.Container{
-				ID: "tty", Runtime: &containers.Container_Runtime{Name: "io.containerd.runc.v2"}, Spec: &anypb.Any{TypeUrl: specURL, Value: spec},
-			}})
-			if err != nil {
+			if err := e.newContainer(e.ctx(), "tty", oci.Options{Args: []string{"cat"}, Terminal: true}); err != nil {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
