@@ -403,7 +403,7 @@ func (m *Manager) cleanupDeadShim(ctx context.Context, t *Task) {
 	ctx = namespaces.WithNamespace(ctx, t.Namespace)
 	l := log.G(ctx).WithField("namespace", t.Namespace).WithField("id", t.ID)
 	l.Warn("shim disconnected; cleaning up its task")
-	resp, err := m.runShimDelete(ctx, t.bundle, t.binary)
+	resp, err := m.removeGone(ctx, t)
 	status := uint32(255)
 	var pid uint32
 	exited := time.Now()
@@ -418,16 +418,25 @@ func (m *Manager) cleanupDeadShim(ctx context.Context, t *Task) {
 			exited = resp.ExitedAt.AsTime()
 		}
 	}
+	if m.publisher != nil {
+		_ = m.publisher.Publish(ctx, "/tasks/exit", &eventtypes.TaskExit{ContainerID: t.ID, ID: t.ID, Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(exited)})
+		_ = m.publisher.Publish(ctx, "/tasks/delete", &eventtypes.TaskDelete{ContainerID: t.ID, ID: t.ID, Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(exited)})
+	}
+}
+
+// removeGone removes what is left of an ended task whose shim is gone or
+// going: the shim's `delete` (whatever runc left of the container, and its
+// answer), a container init that outlived it, the connection and the
+// bundle. The caller holds t's removal (end).
+func (m *Manager) removeGone(ctx context.Context, t *Task) (*taskapi.DeleteResponse, error) {
+	resp, err := m.runShimDelete(ctx, t.bundle, t.binary)
 	killLeftover(ctx, t.bundle)
 	if t.conn != nil {
 		t.conn.Close()
 	}
 	t.conn = nil
 	m.shutdownShim(ctx, t)
-	if m.publisher != nil {
-		_ = m.publisher.Publish(ctx, "/tasks/exit", &eventtypes.TaskExit{ContainerID: t.ID, ID: t.ID, Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(exited)})
-		_ = m.publisher.Publish(ctx, "/tasks/delete", &eventtypes.TaskDelete{ContainerID: t.ID, ID: t.ID, Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(exited)})
-	}
+	return resp, err
 }
 
 // runShimDelete runs `shim -bundle B delete` and decodes its answer.
@@ -604,14 +613,9 @@ func (m *Manager) taskExists(ctx context.Context, t *Task, address string, shimP
 		break
 	}
 	if done, ok := m.end(t); ok {
-		t.conn.Close()
-		t.conn = nil
-		// whatever runc left of the container
-		if _, err := m.runShimDelete(ctx, t.bundle, t.binary); err != nil {
+		if _, err := m.removeGone(ctx, t); err != nil {
 			l.WithError(err).Debug("shim delete of a task never created")
 		}
-		killLeftover(ctx, t.bundle)
-		m.shutdownShim(ctx, t)
 		done()
 	}
 	return false
