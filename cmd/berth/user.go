@@ -73,6 +73,13 @@ func parseID(s string) (id uint32, numeric bool, err error) {
 	return uint32(v), true, nil
 }
 
+// fileID parses an id field of /etc/passwd or /etc/group: ok only for a
+// number in range.
+func fileID(s string) (uint32, bool) {
+	id, numeric, err := parseID(s)
+	return id, numeric && err == nil
+}
+
 // lookupUser resolves USER[:GROUP] (names or numbers) against the passwd
 // and group files of the root filesystem at root, read inside it
 // (readRootFile), as Docker and runc do: a known user brings its primary
@@ -95,9 +102,9 @@ func lookupUser(root, user string) (specs.User, error) {
 	u := specs.User{UID: ref.uid}
 	username := ""
 	for _, f := range colonRecords(passwd, 4) {
-		id, idNum, idErr := parseID(f[2])
-		g, gNum, gErr := parseID(f[3])
-		if !idNum || idErr != nil || !gNum || gErr != nil {
+		id, idOK := fileID(f[2])
+		g, gOK := fileID(f[3])
+		if !idOK || !gOK {
 			continue
 		}
 		if (ref.uidNum && id == ref.uid) || (!ref.uidNum && f[0] == ref.name) {
@@ -112,15 +119,14 @@ func lookupUser(root, user string) (specs.User, error) {
 	case ref.hasGroup && ref.gidNum:
 		u.GID = ref.gid
 	case ref.hasGroup:
-		g, ok := groupID(groups, func(name string, _ []string) bool { return name == ref.group })
-		if !ok {
+		g := groupIDs(groups, func(name string, _ []string) bool { return name == ref.group })
+		if len(g) == 0 {
 			return u, fmt.Errorf("no group %q in the image's /etc/group", ref.group)
 		}
 		u.GID = g[0]
 	case username != "":
 		// the implicit form: the groups that list the user
-		g, _ := groupID(groups, func(_ string, members []string) bool { return slices.Contains(members, username) })
-		for _, id := range g {
+		for _, id := range groupIDs(groups, func(_ string, members []string) bool { return slices.Contains(members, username) }) {
 			if id != u.GID && !slices.Contains(u.AdditionalGids, id) {
 				u.AdditionalGids = append(u.AdditionalGids, id)
 			}
@@ -129,14 +135,14 @@ func lookupUser(root, user string) (specs.User, error) {
 	return u, nil
 }
 
-// groupID returns the ids of the groups of an /etc/group file for which
+// groupIDs returns the ids of the groups of an /etc/group file for which
 // match (name, members) is true, in file order; entries whose id is not a
 // number in range are skipped.
-func groupID(groups []byte, match func(name string, members []string) bool) ([]uint32, bool) {
+func groupIDs(groups []byte, match func(name string, members []string) bool) []uint32 {
 	var ids []uint32
 	for _, f := range colonRecords(groups, 3) {
-		g, num, err := parseID(f[2])
-		if !num || err != nil {
+		g, ok := fileID(f[2])
+		if !ok {
 			continue
 		}
 		var members []string
@@ -147,7 +153,7 @@ func groupID(groups []byte, match func(name string, members []string) bool) ([]u
 			ids = append(ids, g)
 		}
 	}
-	return ids, len(ids) > 0
+	return ids
 }
 
 // readRootFile reads name below root, resolving every link inside root
