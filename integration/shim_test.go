@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/mount"
 	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/berth-dev/berth/internal/testutil/busybox"
 	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
@@ -153,19 +154,23 @@ func (c *shimCtrd) cleanup() {
 	os.RemoveAll(c.dir)
 }
 
-// shimCtrdUnmountBelow unmounts every mount under dir, deepest first.
-func shimCtrdUnmountBelow(dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
+// mountsUnder lists the mount points below dir.
+func mountsUnder(dir string) []string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
 	var points []string
 	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			points = append(points, f[4])
+		if f := strings.Fields(line); len(f) > 4 {
+			if p := mount.UnescapeMountinfo(f[4]); strings.HasPrefix(p, dir+"/") {
+				points = append(points, p)
+			}
 		}
 	}
+	return points
+}
+
+// shimCtrdUnmountBelow unmounts every mount under dir, deepest first.
+func shimCtrdUnmountBelow(dir string) {
+	points := mountsUnder(dir)
 	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
 	for _, p := range points {
 		_ = unix.Unmount(p, unix.MNT_DETACH)

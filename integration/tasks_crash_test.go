@@ -193,12 +193,8 @@ func (e *taskEnv) leftovers(pids map[string]uint32) []string {
 			left = append(left, fmt.Sprintf("process %d of task %s", pid, id))
 		}
 	}
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], e.d.Dir) {
-				left = append(left, "mount "+f[4])
-			}
-		}
+	for _, p := range mountsUnder(e.d.Dir) {
+		left = append(left, "mount "+p)
 	}
 	return left
 }

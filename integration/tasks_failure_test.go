@@ -372,8 +372,8 @@ func TestTasksShimKilledDuringCreate(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), bundle) {
-		t.Errorf("the rootfs is still mounted")
+	if m := mountsUnder(bundle); len(m) > 0 {
+		t.Errorf("the rootfs is still mounted: %v", m)
 	}
 	if out, _ := exec.Command("runc", "--root", filepath.Join(e.d.State, "runc", e.ns), "list", "-q").Output(); strings.TrimSpace(string(out)) != "" {
 		t.Errorf("runc containers left: %s", out)
