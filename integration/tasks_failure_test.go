@@ -137,7 +137,7 @@ func subscribeTasks(t *testing.T, e *taskEnv, filter string) eventsapi.Events_Su
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // the subscription is in place
+	time.Sleep(100 * time.Millisecond) // the subscription is in place
 	return evs
 }
 

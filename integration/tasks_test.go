@@ -19,7 +19,6 @@ import (
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/testutil"
 	containers "github.com/containerd/containerd/api/services/containers/v1"
-	eventsapi "github.com/containerd/containerd/api/services/events/v1"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
@@ -256,13 +255,7 @@ func TestTasksRunToCompletion(t *testing.T) {
 	for _, shim := range taskShims(t) {
 		t.Run(shim, func(t *testing.T) {
 			e := newTaskEnv(t, shim)
-			evctx, cancel := context.WithCancel(e.ctx())
-			defer cancel()
-			evs, err := eventsapi.NewEventsClient(e.d.Conn(t)).Subscribe(evctx, &eventsapi.SubscribeRequest{Filters: []string{`topic~=|^/tasks/|`}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(100 * time.Millisecond)
+			evs := subscribeTasks(t, e, `topic~=|^/tasks/|`)
 			for _, tc := range []struct {
 				id   string
 				args []string
@@ -458,13 +451,7 @@ func TestTasksShimKilled(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			evctx, cancel := context.WithCancel(e.ctx())
-			defer cancel()
-			evs, err := eventsapi.NewEventsClient(e.d.Conn(t)).Subscribe(evctx, &eventsapi.SubscribeRequest{Filters: []string{`topic=="/tasks/exit"`}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(100 * time.Millisecond)
+			evs := subscribeTasks(t, e, `topic=="/tasks/exit"`)
 			bundle := filepath.Join(e.d.State, "io.containerd.runtime.v2.task", e.ns, "victim")
 			shimPid := shimPidOf(t, bundle)
 			if err := syscall.Kill(shimPid, syscall.SIGKILL); err != nil {
